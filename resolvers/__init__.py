@@ -1,0 +1,44 @@
+"""The executable schema: the SDL files of `schema/` bound to the resolvers of this package."""
+
+from ariadne import EnumType, load_schema_from_path
+from ariadne.contrib.federation import make_federated_schema
+from graphql import GraphQLSchema
+
+from resolvers.entities import deployment_type, project_type, revision_type, route_type
+from resolvers.mutation import mutation
+from resolvers.query import query
+from resolvers.scalars import datetime_scalar, json_scalar
+from schema import SCHEMA_DIR
+from store import models
+
+ENUMS = [
+    EnumType(enum.__name__, enum)
+    for enum in (
+        models.DeploymentLifecycle,
+        models.DeploymentLifecycleSubStep,
+        models.RouteStatus,
+        models.RouteTrafficStatus,
+        models.DeploymentStrategyType,
+        models.SchedulingResult,
+    )
+]
+
+
+def type_defs() -> str:
+    return load_schema_from_path(str(SCHEMA_DIR))
+
+
+def make_schema() -> GraphQLSchema:
+    return make_federated_schema(
+        type_defs(),
+        query,
+        mutation,
+        deployment_type,
+        revision_type,
+        route_type,
+        project_type,
+        datetime_scalar,
+        json_scalar,
+        *ENUMS,
+        convert_names_case=True,
+    )

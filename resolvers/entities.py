@@ -1,0 +1,116 @@
+"""Deployment, Revision, Route and Project: nested fields and federation references, all batched per request."""
+
+from typing import Any
+
+from ariadne.contrib.federation import FederatedObjectType
+from graphql import GraphQLResolveInfo
+
+from resolvers.connections import connection
+from resolvers.context import context
+from store import reads
+from store.models import (
+    Deployment,
+    DeploymentLifecycle,
+    Page,
+    Revision,
+    Route,
+    RouteStatus,
+    RouteTrafficStatus,
+)
+
+deployment_type = FederatedObjectType("Deployment")
+revision_type = FederatedObjectType("Revision")
+route_type = FederatedObjectType("Route")
+project_type = FederatedObjectType("Project")
+
+
+@deployment_type.reference_resolver
+async def resolve_deployment_reference(_: Any, info: GraphQLResolveInfo, representation: dict) -> Deployment | None:
+    return await context(info).load(reads.deployments_by_ids, representation["id"])
+
+
+@revision_type.reference_resolver
+async def resolve_revision_reference(_: Any, info: GraphQLResolveInfo, representation: dict) -> Revision | None:
+    return await context(info).load(reads.revisions_by_ids, representation["id"])
+
+
+@route_type.reference_resolver
+async def resolve_route_reference(_: Any, info: GraphQLResolveInfo, representation: dict) -> Route | None:
+    return await context(info).load(reads.routes_by_ids, representation["id"])
+
+
+@project_type.reference_resolver
+async def resolve_project_reference(_: Any, info: GraphQLResolveInfo, representation: dict) -> dict[str, Any]:
+    # Projects are owned by another subgraph: any id is a project, possibly one without deployments.
+    return {"id": representation["id"]}
+
+
+@deployment_type.field("currentRevision")
+async def resolve_current_revision(deployment: Deployment, info: GraphQLResolveInfo) -> Revision | None:
+    if deployment.current_revision_id is None:
+        return None
+    return await context(info).load(reads.revisions_by_ids, deployment.current_revision_id)
+
+
+@deployment_type.field("deployingRevision")
+async def resolve_deploying_revision(deployment: Deployment, info: GraphQLResolveInfo) -> Revision | None:
+    if deployment.deploying_revision_id is None:
+        return None
+    return await context(info).load(reads.revisions_by_ids, deployment.deploying_revision_id)
+
+
+@deployment_type.field("revisions")
+async def resolve_revisions(
+    deployment: Deployment, info: GraphQLResolveInfo, first: int | None = None, after: str | None = None
+) -> dict[str, Any]:
+    page = await context(info).load(reads.revision_pages, deployment.id, first=first, after=after)
+    return connection(page)
+
+
+@deployment_type.field("routes")
+async def resolve_routes(
+    deployment: Deployment,
+    info: GraphQLResolveInfo,
+    status: list[RouteStatus] | None = None,
+    traffic_status: RouteTrafficStatus | None = None,
+) -> list[Route]:
+    return await context(info).load(
+        reads.routes_of_deployments, deployment.id, statuses=status, traffic_status=traffic_status
+    )
+
+
+@deployment_type.field("history")
+async def resolve_history(
+    deployment: Deployment, info: GraphQLResolveInfo, first: int | None = None, after: str | None = None
+) -> dict[str, Any]:
+    page = await context(info).load(reads.history_pages, deployment.id, first=first, after=after)
+    return connection(page)
+
+
+async def _deployment_of(record: Revision | Route, info: GraphQLResolveInfo) -> Deployment:
+    return await context(info).load(reads.deployments_by_ids, record.deployment_id)
+
+
+revision_type.set_field("deployment", _deployment_of)
+route_type.set_field("deployment", _deployment_of)
+
+
+@route_type.field("revision")
+async def resolve_route_revision(route: Route, info: GraphQLResolveInfo) -> Revision:
+    return await context(info).load(reads.revisions_by_ids, route.revision_id)
+
+
+@project_type.field("deployments")
+async def resolve_project_deployments(
+    project: dict[str, Any],
+    info: GraphQLResolveInfo,
+    lifecycle: list[DeploymentLifecycle] | None = None,
+    first: int | None = None,
+    after: str | None = None,
+) -> dict[str, Any]:
+    page = await context(info).load(
+        reads.deployment_pages_of_projects, project["id"], lifecycles=lifecycle, first=first, after=after
+    )
+    if page is None:  # not a UUID: no deployment can belong to it
+        return connection(Page([], has_next_page=False))
+    return connection(page)

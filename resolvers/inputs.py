@@ -1,0 +1,43 @@
+"""GraphQL input objects to store values; omitted fields take the SPEC's defaults. The store checks the values."""
+
+from typing import Any
+
+from store.errors import BadUserInput
+from store.models import BlueGreenSpec, DeploymentStrategyType, IntOrPercent, RollingUpdateSpec, Strategy
+
+
+def _given(spec: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (spec or {}).items() if v is not None}
+
+
+def int_or_percent(value: dict[str, Any]) -> IntOrPercent:
+    return IntOrPercent(count=value.get("count"), percent=value.get("percent"))
+
+
+def strategy(value: dict[str, Any], current: Strategy | None = None) -> Strategy:
+    """A strategy from its input; fields left out keep `current`'s values, or the defaults."""
+    kind = DeploymentStrategyType(value["type"])
+    if kind is DeploymentStrategyType.ROLLING and value.get("blue_green") is not None:
+        raise BadUserInput("strategy.blueGreen is only for type BLUE_GREEN; remove it or set type: BLUE_GREEN")
+    if kind is DeploymentStrategyType.BLUE_GREEN and value.get("rolling_update") is not None:
+        raise BadUserInput("strategy.rollingUpdate is only for type ROLLING; remove it or set type: ROLLING")
+    base = current or Strategy(type=kind)
+    blue_green = BlueGreenSpec(**{**base.blue_green_spec.__dict__, **_given(value.get("blue_green"))})
+    rolling = _given(value.get("rolling_update"))
+    rolling_update = RollingUpdateSpec(
+        max_surge=int_or_percent(rolling["max_surge"]) if "max_surge" in rolling else base.rolling_update_spec.max_surge,
+        max_unavailable=(
+            int_or_percent(rolling["max_unavailable"])
+            if "max_unavailable" in rolling
+            else base.rolling_update_spec.max_unavailable
+        ),
+    )
+    return Strategy(
+        type=kind,
+        blue_green_spec=blue_green,
+        rolling_update_spec=rolling_update,
+        provisioning_timeout_seconds=_given(value).get(
+            "provisioning_timeout_seconds", base.provisioning_timeout_seconds
+        ),
+        max_retries=_given(value).get("max_retries", base.max_retries),
+    )

@@ -1,0 +1,1 @@
+"""The store: every SQL statement of Switchover lives in this package."""

@@ -1,0 +1,90 @@
+"""Creating deployments and adding revisions."""
+
+from typing import Any
+
+import asyncpg
+from databases import Database
+
+from store import history, records, validation
+from store.errors import Conflict, InvalidState, NotFound
+from store.models import Deployment, DeploymentLifecycle, Revision, Strategy
+from store.queries import QUERIES
+
+
+async def create_deployment(
+    db: Database, *, project_id: str, name: str, replicas: int, strategy: Strategy, actor: str
+) -> Deployment:
+    project_id = validation.parse_id(project_id, "projectId")
+    validation.check_name(name)
+    validation.check_replicas(replicas)
+    validation.check_strategy(strategy, replicas)
+    async with db.transaction():
+        try:
+            row = await db.fetch_one(
+                QUERIES["create_deployment"],
+                {"project_id": project_id, "name": name, "replicas": replicas, **records.strategy_values(strategy)},
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(
+                f"project {project_id} already has a deployment named {name!r}; "
+                "choose another name or destroy that deployment first"
+            ) from None
+        assert row is not None
+        created = records.deployment(row)
+        await history.record(
+            db,
+            created.id,
+            phase="create",
+            message=f"created deployment {name} with {replicas} replicas ({strategy.type.value})",
+            actor=actor,
+            to_state=(created.lifecycle, None),
+        )
+    return created
+
+
+async def add_revision(
+    db: Database,
+    *,
+    deployment_id: str,
+    image: str,
+    env: dict[str, Any] | None,
+    health_check_path: str | None,
+    actor: str,
+) -> Revision:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    env = {} if env is None else env
+    health_check_path = "/health" if health_check_path is None else health_check_path
+    validation.check_image(image)
+    validation.check_env(env)
+    validation.check_health_check_path(health_check_path)
+    async with db.transaction():
+        row = await db.fetch_one(QUERIES["lock_deployment"], {"id": deployment_id})
+        if row is None:
+            raise NotFound(f"deployment {deployment_id} does not exist")
+        deployment = records.deployment(row)
+        if deployment.lifecycle in (DeploymentLifecycle.DESTROYING, DeploymentLifecycle.DESTROYED):
+            raise InvalidState(f"deployment {deployment.name} is {deployment.lifecycle.value}: it takes no revisions")
+        number = await db.fetch_val(QUERIES["take_revision_number"], {"id": deployment_id})
+        revision_row = await db.fetch_one(
+            QUERIES["insert_revision"],
+            {
+                "deployment_id": deployment_id,
+                "number": number,
+                "image": image,
+                "env": env,
+                "health_check_path": health_check_path,
+            },
+        )
+        assert revision_row is not None
+        added = records.revision(revision_row)
+        state = (deployment.lifecycle, deployment.sub_step)
+        await history.record(
+            db,
+            deployment_id,
+            phase="add_revision",
+            message=f"added revision {number} ({image})",
+            actor=actor,
+            from_state=state,
+            to_state=state,
+        )
+    return added

@@ -1,0 +1,195 @@
+"""Domain records as the store returns them. Enum names match the GraphQL enums exactly."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class DeploymentLifecycle(enum.StrEnum):
+    PENDING = "PENDING"
+    READY = "READY"
+    DEPLOYING = "DEPLOYING"
+    DESTROYING = "DESTROYING"
+    DESTROYED = "DESTROYED"
+
+
+class DeploymentLifecycleSubStep(enum.StrEnum):
+    DEPLOYING_PROVISIONING = "DEPLOYING_PROVISIONING"
+    DEPLOYING_AWAITING_PROMOTION = "DEPLOYING_AWAITING_PROMOTION"
+    DEPLOYING_ROLLING_BACK = "DEPLOYING_ROLLING_BACK"
+
+
+class RouteStatus(enum.StrEnum):
+    PROVISIONING = "PROVISIONING"
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    DEGRADED = "DEGRADED"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+    FAILED_TO_START = "FAILED_TO_START"
+
+
+class RouteTrafficStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+
+
+class DeploymentStrategyType(enum.StrEnum):
+    ROLLING = "ROLLING"
+    BLUE_GREEN = "BLUE_GREEN"
+
+
+class SchedulingResult(enum.StrEnum):
+    SUCCESS = "SUCCESS"
+    NEED_RETRY = "NEED_RETRY"
+    EXPIRED = "EXPIRED"
+    GIVE_UP = "GIVE_UP"
+    SKIPPED = "SKIPPED"
+
+
+@dataclass(frozen=True)
+class IntOrPercent:
+    count: int | None = None
+    percent: float | None = None
+
+    def resolve(self, replicas: int, *, round_up: bool) -> int:
+        """Routes this value stands for out of `replicas` (Kubernetes rounding: surge up, unavailable down)."""
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        exact = self.percent * replicas
+        # Guard against float noise such as 0.3 * 10 = 3.0000000000000004.
+        nearest = round(exact)
+        if math.isclose(exact, nearest, abs_tol=1e-9):
+            return nearest
+        return math.ceil(exact) if round_up else math.floor(exact)
+
+
+@dataclass(frozen=True)
+class BlueGreenSpec:
+    auto_promote: bool = False
+    promote_delay_seconds: int = 0
+    promotion_timeout_seconds: int | None = None
+    scale_down_delay_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class RollingUpdateSpec:
+    max_surge: IntOrPercent = field(default_factory=lambda: IntOrPercent(percent=0.5))
+    max_unavailable: IntOrPercent = field(default_factory=lambda: IntOrPercent(percent=0.0))
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A deployment's strategy. Both specs are kept so that switching type keeps the other's settings."""
+
+    type: DeploymentStrategyType
+    blue_green_spec: BlueGreenSpec = field(default_factory=BlueGreenSpec)
+    rolling_update_spec: RollingUpdateSpec = field(default_factory=RollingUpdateSpec)
+    provisioning_timeout_seconds: int = 600
+    max_retries: int = 5
+
+    @property
+    def blue_green(self) -> BlueGreenSpec | None:
+        return self.blue_green_spec if self.type is DeploymentStrategyType.BLUE_GREEN else None
+
+    @property
+    def rolling_update(self) -> RollingUpdateSpec | None:
+        return self.rolling_update_spec if self.type is DeploymentStrategyType.ROLLING else None
+
+
+# Records are plain (not frozen) dataclasses: Ariadne's federation support tags entities with their type name.
+
+
+@dataclass
+class Deployment:
+    id: str
+    seq: int
+    project_id: str
+    name: str
+    replicas: int
+    lifecycle: DeploymentLifecycle
+    sub_step: DeploymentLifecycleSubStep | None
+    strategy: Strategy
+    current_revision_id: str | None
+    deploying_revision_id: str | None
+    attempts: int
+    phase_started_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def next_action_at(self) -> datetime | None:
+        """When the scheduler acts on its own, counted from `phase_started_at`; None while it only waits."""
+        if self.lifecycle is DeploymentLifecycle.DESTROYING:
+            return self.phase_started_at
+        if self.lifecycle is not DeploymentLifecycle.DEPLOYING:
+            return None
+        if self.sub_step is DeploymentLifecycleSubStep.DEPLOYING_PROVISIONING:
+            return self.phase_started_at + timedelta(seconds=self.strategy.provisioning_timeout_seconds)
+        if self.sub_step is DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION:
+            spec = self.strategy.blue_green_spec
+            delays = [spec.promotion_timeout_seconds] if spec.promotion_timeout_seconds is not None else []
+            if spec.auto_promote:
+                delays.append(spec.promote_delay_seconds)
+            return self.phase_started_at + timedelta(seconds=min(delays)) if delays else None
+        return self.phase_started_at
+
+
+@dataclass
+class Revision:
+    id: str
+    deployment_id: str
+    number: int
+    image: str
+    env: dict[str, Any]
+    health_check_path: str
+    created_at: datetime
+
+
+@dataclass
+class Route:
+    id: str
+    seq: int
+    deployment_id: str
+    revision_id: str
+    status: RouteStatus
+    traffic_status: RouteTrafficStatus
+    traffic_ratio: float
+    endpoint_url: str | None
+    terminate_after: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class HistoryEntry:
+    id: str
+    seq: int
+    deployment_id: str
+    phase: str
+    from_lifecycle: DeploymentLifecycle | None
+    to_lifecycle: DeploymentLifecycle | None
+    from_sub_step: DeploymentLifecycleSubStep | None
+    to_sub_step: DeploymentLifecycleSubStep | None
+    result: SchedulingResult
+    message: str
+    error_code: str | None
+    attempts: int
+    actor: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a Relay connection: items with their cursors, and whether more follow."""
+
+    items: list[tuple[str, T]]
+    has_next_page: bool

@@ -1,0 +1,172 @@
+"""Reading records, batched: each function answers for many ids with one query (the resolvers' loaders call them).
+
+Ids are compared in canonical form (`validation.canonical_id`); a malformed id simply finds nothing.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from databases import Database
+
+from store import records
+from store.models import (
+    Deployment,
+    DeploymentLifecycle,
+    HistoryEntry,
+    Page,
+    Revision,
+    Route,
+    RouteStatus,
+    RouteTrafficStatus,
+)
+from store.pagination import decode_cursor, encode_cursor, page_size
+from store.queries import QUERIES
+from store.validation import canonical_id, parse_id
+
+T = TypeVar("T")
+
+HISTORY_START = 2**63 - 1  # history is newest first: a first page starts below this seq
+
+
+def _valid(ids: Sequence[str]) -> list[str]:
+    # Asking PostgreSQL for a malformed uuid would fail the whole batch.
+    return [i for i in (canonical_id(i) for i in ids) if i is not None]
+
+
+def _page(items: list[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
+    return Page([(cursor_of(item), item) for item in items[:limit]], has_next_page=len(items) > limit)
+
+
+def _lifecycle_values(lifecycles: Sequence[DeploymentLifecycle] | None) -> list[str] | None:
+    return None if lifecycles is None else [str(lc) for lc in lifecycles]
+
+
+async def deployments_by_ids(db: Database, ids: Sequence[str]) -> dict[str, Deployment]:
+    rows = await db.fetch_all(QUERIES["deployments_by_ids"], {"ids": _valid(ids)})
+    return {d.id: d for d in map(records.deployment, rows)}
+
+
+async def revisions_by_ids(db: Database, ids: Sequence[str]) -> dict[str, Revision]:
+    rows = await db.fetch_all(QUERIES["revisions_by_ids"], {"ids": _valid(ids)})
+    return {r.id: r for r in map(records.revision, rows)}
+
+
+async def routes_by_ids(db: Database, ids: Sequence[str]) -> dict[str, Route]:
+    rows = await db.fetch_all(QUERIES["routes_by_ids"], {"ids": _valid(ids)})
+    return {r.id: r for r in map(records.route, rows)}
+
+
+def _deployment_cursor(d: Deployment) -> str:
+    return encode_cursor("deployment", d.seq)
+
+
+async def list_deployments(
+    db: Database,
+    *,
+    project_id: str | None = None,
+    lifecycles: Sequence[DeploymentLifecycle] | None = None,
+    first: int | None = None,
+    after: str | None = None,
+) -> Page[Deployment]:
+    limit = page_size(first)
+    rows = await db.fetch_all(
+        QUERIES["list_deployments"],
+        {
+            "project_id": None if project_id is None else parse_id(project_id, "projectId"),
+            "lifecycles": _lifecycle_values(lifecycles),
+            "after_seq": decode_cursor("deployment", after, 0),
+            "limit": limit + 1,
+        },
+    )
+    return _page([records.deployment(r) for r in rows], limit, _deployment_cursor)
+
+
+async def deployment_pages_of_projects(
+    db: Database,
+    project_ids: Sequence[str],
+    *,
+    lifecycles: Sequence[DeploymentLifecycle] | None = None,
+    first: int | None = None,
+    after: str | None = None,
+) -> dict[str, Page[Deployment]]:
+    """One page of deployments per project; a project without deployments gets an empty page."""
+    limit = page_size(first)
+    rows = await db.fetch_all(
+        QUERIES["list_deployments_of_projects"],
+        {
+            "project_ids": _valid(project_ids),
+            "lifecycles": _lifecycle_values(lifecycles),
+            "after_seq": decode_cursor("deployment", after, 0),
+            "limit": limit + 1,
+        },
+    )
+    grouped: dict[str, list[Deployment]] = defaultdict(list)
+    for d in map(records.deployment, rows):
+        grouped[d.project_id].append(d)
+    return {pid: _page(grouped[pid], limit, _deployment_cursor) for pid in _valid(project_ids)}
+
+
+async def revision_pages(
+    db: Database, deployment_ids: Sequence[str], *, first: int | None = None, after: str | None = None
+) -> dict[str, Page[Revision]]:
+    """Revisions, oldest first, one page per deployment."""
+    limit = page_size(first)
+    rows = await db.fetch_all(
+        QUERIES["list_revisions_of_deployments"],
+        {
+            "deployment_ids": _valid(deployment_ids),
+            "after_number": decode_cursor("revision", after, 0),
+            "limit": limit + 1,
+        },
+    )
+    grouped: dict[str, list[Revision]] = defaultdict(list)
+    for r in map(records.revision, rows):
+        grouped[r.deployment_id].append(r)
+    return {
+        did: _page(grouped[did], limit, lambda r: encode_cursor("revision", r.number))
+        for did in _valid(deployment_ids)
+    }
+
+
+async def routes_of_deployments(
+    db: Database,
+    deployment_ids: Sequence[str],
+    *,
+    statuses: Sequence[RouteStatus] | None = None,
+    traffic_status: RouteTrafficStatus | None = None,
+) -> dict[str, list[Route]]:
+    """Routes, oldest first, of each deployment, optionally filtered."""
+    rows = await db.fetch_all(
+        QUERIES["list_routes_of_deployments"],
+        {
+            "deployment_ids": _valid(deployment_ids),
+            "statuses": None if statuses is None else [str(s) for s in statuses],
+            "traffic_status": None if traffic_status is None else str(traffic_status),
+        },
+    )
+    grouped: dict[str, list[Route]] = {did: [] for did in _valid(deployment_ids)}
+    for r in map(records.route, rows):
+        grouped[r.deployment_id].append(r)
+    return grouped
+
+
+async def history_pages(
+    db: Database, deployment_ids: Sequence[str], *, first: int | None = None, after: str | None = None
+) -> dict[str, Page[HistoryEntry]]:
+    """History, newest first, one page per deployment."""
+    limit = page_size(first)
+    rows = await db.fetch_all(
+        QUERIES["list_history_of_deployments"],
+        {
+            "deployment_ids": _valid(deployment_ids),
+            "before_seq": decode_cursor("history", after, HISTORY_START),
+            "limit": limit + 1,
+        },
+    )
+    grouped: dict[str, list[HistoryEntry]] = defaultdict(list)
+    for h in map(records.history_entry, rows):
+        grouped[h.deployment_id].append(h)
+    return {
+        did: _page(grouped[did], limit, lambda h: encode_cursor("history", h.seq)) for did in _valid(deployment_ids)
+    }

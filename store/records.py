@@ -1,0 +1,134 @@
+"""Rows to domain records."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from store.models import (
+    BlueGreenSpec,
+    Deployment,
+    DeploymentLifecycle,
+    DeploymentLifecycleSubStep,
+    DeploymentStrategyType,
+    HistoryEntry,
+    IntOrPercent,
+    Revision,
+    RollingUpdateSpec,
+    Route,
+    RouteStatus,
+    RouteTrafficStatus,
+    SchedulingResult,
+    Strategy,
+)
+
+Row = Mapping[str, Any]
+
+
+def _id(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _lifecycle(value: str | None) -> DeploymentLifecycle | None:
+    return DeploymentLifecycle(value) if value else None
+
+
+def _sub_step(value: str | None) -> DeploymentLifecycleSubStep | None:
+    return DeploymentLifecycleSubStep(value) if value else None
+
+
+def strategy_values(strategy: Strategy) -> dict[str, Any]:
+    """The columns that hold a strategy."""
+    bg, rolling = strategy.blue_green_spec, strategy.rolling_update_spec
+    return {
+        "strategy_type": strategy.type.value,
+        "auto_promote": bg.auto_promote,
+        "promote_delay_seconds": bg.promote_delay_seconds,
+        "promotion_timeout_seconds": bg.promotion_timeout_seconds,
+        "scale_down_delay_seconds": bg.scale_down_delay_seconds,
+        "max_surge_count": rolling.max_surge.count,
+        "max_surge_percent": rolling.max_surge.percent,
+        "max_unavailable_count": rolling.max_unavailable.count,
+        "max_unavailable_percent": rolling.max_unavailable.percent,
+        "provisioning_timeout_seconds": strategy.provisioning_timeout_seconds,
+        "max_retries": strategy.max_retries,
+    }
+
+
+def deployment(row: Row) -> Deployment:
+    return Deployment(
+        id=str(row["id"]),
+        seq=row["seq"],
+        project_id=str(row["project_id"]),
+        name=row["name"],
+        replicas=row["replicas"],
+        lifecycle=DeploymentLifecycle(row["lifecycle"]),
+        sub_step=_sub_step(row["sub_step"]),
+        strategy=Strategy(
+            type=DeploymentStrategyType(row["strategy_type"]),
+            blue_green_spec=BlueGreenSpec(
+                auto_promote=row["auto_promote"],
+                promote_delay_seconds=row["promote_delay_seconds"],
+                promotion_timeout_seconds=row["promotion_timeout_seconds"],
+                scale_down_delay_seconds=row["scale_down_delay_seconds"],
+            ),
+            rolling_update_spec=RollingUpdateSpec(
+                max_surge=IntOrPercent(row["max_surge_count"], row["max_surge_percent"]),
+                max_unavailable=IntOrPercent(row["max_unavailable_count"], row["max_unavailable_percent"]),
+            ),
+            provisioning_timeout_seconds=row["provisioning_timeout_seconds"],
+            max_retries=row["max_retries"],
+        ),
+        current_revision_id=_id(row["current_revision_id"]),
+        deploying_revision_id=_id(row["deploying_revision_id"]),
+        attempts=row["attempts"],
+        phase_started_at=row["phase_started_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def revision(row: Row) -> Revision:
+    return Revision(
+        id=str(row["id"]),
+        deployment_id=str(row["deployment_id"]),
+        number=row["number"],
+        image=row["image"],
+        env=row["env"],
+        health_check_path=row["health_check_path"],
+        created_at=row["created_at"],
+    )
+
+
+def route(row: Row) -> Route:
+    return Route(
+        id=str(row["id"]),
+        seq=row["seq"],
+        deployment_id=str(row["deployment_id"]),
+        revision_id=str(row["revision_id"]),
+        status=RouteStatus(row["status"]),
+        traffic_status=RouteTrafficStatus(row["traffic_status"]),
+        traffic_ratio=row["traffic_ratio"],
+        endpoint_url=row["endpoint_url"],
+        terminate_after=row["terminate_after"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def history_entry(row: Row) -> HistoryEntry:
+    return HistoryEntry(
+        id=str(row["id"]),
+        seq=row["seq"],
+        deployment_id=str(row["deployment_id"]),
+        phase=row["phase"],
+        from_lifecycle=_lifecycle(row["from_lifecycle"]),
+        to_lifecycle=_lifecycle(row["to_lifecycle"]),
+        from_sub_step=_sub_step(row["from_sub_step"]),
+        to_sub_step=_sub_step(row["to_sub_step"]),
+        result=SchedulingResult(row["result"]),
+        message=row["message"],
+        error_code=row["error_code"],
+        attempts=row["attempts"],
+        actor=row["actor"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

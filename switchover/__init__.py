@@ -1,0 +1,1 @@
+"""Glue of the Switchover subgraph: settings, the app factory and the command line."""

@@ -1,0 +1,5 @@
+import sys
+
+from switchover.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""The `switchover` command."""
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from switchover import settings as settings_module
+from switchover.settings import Settings
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from switchover import embedded
+
+    url = embedded.start(settings.data_dir)
+    print(f"using the embedded PostgreSQL in {settings.data_dir / 'pgdata'}", file=sys.stderr)
+    return url
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from store.database import migrate
+
+    version = migrate(database_url(settings))
+    print(f"database schema is at version {version}")
+    return 0
+
+
+def _check_schema_or_exit(url: str) -> None:
+    from store.database import check_schema, open_database
+    from store.errors import SchemaOutOfDate
+
+    async def check() -> None:
+        db = open_database(url, min_size=1, max_size=1)
+        await db.connect()
+        try:
+            await check_schema(db)
+        finally:
+            await db.disconnect()
+
+    try:
+        asyncio.run(check())
+    except SchemaOutOfDate as exc:
+        raise SystemExit(f"switchover: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"switchover: cannot reach the database: {exc}") from None
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from store.database import open_database
+    from switchover.app import create_app
+
+    url = database_url(settings)
+    _check_schema_or_exit(url)
+    db = open_database(url, statement_timeout_ms=settings.statement_timeout_ms)
+    uvicorn.run(create_app(settings, db), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_schema_print(settings: Settings, args: argparse.Namespace) -> int:
+    from switchover.sdl import subgraph_sdl
+
+    print(subgraph_sdl())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="switchover", description="Blue-green and rolling deployments control plane.")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the GraphQL subgraph over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(run=cmd_migrate)
+
+    schema = commands.add_parser("schema", help="the subgraph SDL")
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    schema_print = schema_commands.add_parser("print", help="print the SDL as served by `_service { sdl }`")
+    schema_print.set_defaults(run=cmd_schema_print)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.run(settings_module.from_environment(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

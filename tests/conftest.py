@@ -1,0 +1,95 @@
+"""Real PostgreSQL for every test: a fresh database per test, copied from a template migrated once per session."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from store.database import migrate, open_database
+from switchover.app import create_app
+from switchover.settings import Settings
+
+# The machine's PostgreSQL; tests create and drop their own databases on it.
+SERVER_URL = os.environ.get("SWITCHOVER_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def url_of(database: str) -> str:
+    parts = urlsplit(SERVER_URL)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _admin(sql: str) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(SERVER_URL)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def create_database(template: str | None = None) -> str:
+    name = f"switchover_test_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return name
+
+
+def drop_database(name: str) -> None:
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    name = create_database()
+    try:
+        migrate(url_of(name))
+        yield name
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def database_url(template_database: str) -> Iterator[str]:
+    name = create_database(template=template_database)
+    try:
+        yield url_of(name)
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    name = create_database()
+    try:
+        yield url_of(name)
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Any]:
+    database = open_database(database_url, max_size=30)
+    await database.connect()
+    try:
+        yield database
+    finally:
+        await database.disconnect()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def client(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
+        yield c
