@@ -25,7 +25,9 @@ def strategy(value: dict[str, Any], current: Strategy | None = None) -> Strategy
     blue_green = BlueGreenSpec(**{**base.blue_green_spec.__dict__, **_given(value.get("blue_green"))})
     rolling = _given(value.get("rolling_update"))
     rolling_update = RollingUpdateSpec(
-        max_surge=int_or_percent(rolling["max_surge"]) if "max_surge" in rolling else base.rolling_update_spec.max_surge,
+        max_surge=int_or_percent(rolling["max_surge"])
+        if "max_surge" in rolling
+        else base.rolling_update_spec.max_surge,
         max_unavailable=(
             int_or_percent(rolling["max_unavailable"])
             if "max_unavailable" in rolling

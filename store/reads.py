@@ -124,8 +124,7 @@ async def revision_pages(
     for r in map(records.revision, rows):
         grouped[r.deployment_id].append(r)
     return {
-        did: _page(grouped[did], limit, lambda r: encode_cursor("revision", r.number))
-        for did in _valid(deployment_ids)
+        did: _page(grouped[did], limit, lambda r: encode_cursor("revision", r.number)) for did in _valid(deployment_ids)
     }
 
 

@@ -40,6 +40,7 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         introspection=settings.introspection,
         debug=False,
         http_handler=HTTPHandler(),
+        execute_get_queries=True,
     )
 
     async def health(request: Request) -> Response:

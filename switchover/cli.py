@@ -3,10 +3,19 @@
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 from switchover import settings as settings_module
 from switchover.settings import Settings
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into a normal exit, so that `finally` blocks and atexit hooks (the embedded server's) run.
+
+    uvicorn re-raises the signal it caught once it has shut down; this handler is what then runs.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def database_url(settings: Settings) -> str:
@@ -53,6 +62,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from store.database import open_database
     from switchover.app import create_app
 
+    exit_cleanly_on_sigterm()
     url = database_url(settings)
     _check_schema_or_exit(url)
     db = open_database(url, statement_timeout_ms=settings.statement_timeout_ms)

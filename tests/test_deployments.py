@@ -35,7 +35,9 @@ async def test_a_created_deployment_reads_back_with_the_spec_defaults(client: An
         },
         "rollingUpdate": None,
     }
-    read = await data(client, "query($id: ID!) { deployment(id: $id) { id name projectId replicas } }", {"id": created["id"]})
+    read = await data(
+        client, "query($id: ID!) { deployment(id: $id) { id name projectId replicas } }", {"id": created["id"]}
+    )
     assert read["deployment"] == {"id": created["id"], "name": "fraud-model", "projectId": PROJECT, "replicas": 3}
 
 
@@ -61,7 +63,8 @@ async def test_creating_records_history_with_the_actor(client: Any) -> None:
     created = await create(client)
     result = await data(
         client,
-        "query($id: ID!) { deployment(id: $id) { history { edges { node { phase toLifecycle result actor message attempts } } } } }",
+        "query($id: ID!) { deployment(id: $id) { history { edges { node { "
+        "phase toLifecycle result actor message attempts } } } } }",
         {"id": created["id"]},
     )
     [entry] = [e["node"] for e in result["deployment"]["history"]["edges"]]
@@ -134,7 +137,10 @@ async def test_a_bad_create_is_refused_and_writes_nothing(
 
 async def test_a_small_percentage_of_surge_rounds_up_to_one_route(client: Any) -> None:
     created = await create(
-        client, replicas=4, type="ROLLING", rollingUpdate={"maxSurge": {"percent": 0.01}, "maxUnavailable": {"count": 0}}
+        client,
+        replicas=4,
+        type="ROLLING",
+        rollingUpdate={"maxSurge": {"percent": 0.01}, "maxUnavailable": {"count": 0}},
     )
     assert created["strategy"]["rollingUpdate"]["maxSurge"] == {"count": None, "percent": 0.01}
 
@@ -196,10 +202,8 @@ async def test_a_revision_reads_back_with_env_and_health_check(client: Any) -> N
 
 async def test_an_inline_env_literal_is_accepted(client: Any) -> None:
     deployment = await create(client)
-    query = (
-        'mutation { addRevision(input: {deploymentId: "%s", image: "m:1", env: {A: "1"}}) { revision { env } } }'
-        % deployment["id"]
-    )
+    query = 'mutation { addRevision(input: {deploymentId: "ID", image: "m:1", env: {A: "1"}}) { revision { env } } }'
+    query = query.replace("ID", deployment["id"])
     assert (await data(client, query))["addRevision"]["revision"]["env"] == {"A": "1"}
 
 
