@@ -7,7 +7,8 @@ from graphql import GraphQLResolveInfo
 
 from resolvers import inputs
 from resolvers.context import context
-from store import deployments
+from store import deployments, lifecycle
+from store.models import Promotion
 
 mutation = MutationType()
 
@@ -38,3 +39,53 @@ async def resolve_add_revision(_: None, info: GraphQLResolveInfo, input: dict[st
         actor=ctx.actor,
     )
     return {"revision": added}
+
+
+@mutation.field("deployRevision")
+async def resolve_deploy_revision(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    deployment = await lifecycle.deploy_revision(ctx.db, input["deployment_id"], input["revision_id"], actor=ctx.actor)
+    return {"deployment": deployment}
+
+
+@mutation.field("promoteDeployment")
+async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> Promotion:
+    ctx = context(info)
+    return await lifecycle.promote(
+        ctx.db,
+        input["deployment_id"],
+        actor=ctx.actor,
+        expected_revision_id=input.get("expected_revision_id"),
+        dry_run=bool(input.get("dry_run")),
+    )
+
+
+@mutation.field("rollbackDeployment")
+async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    deployment = await lifecycle.begin_rollback(
+        ctx.db, input["deployment_id"], actor=ctx.actor, reason=input.get("reason")
+    )
+    return {"deployment": deployment}
+
+
+@mutation.field("scaleDeployment")
+async def resolve_scale_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    deployment = await lifecycle.scale(ctx.db, input["deployment_id"], input["replicas"], actor=ctx.actor)
+    return {"deployment": deployment}
+
+
+@mutation.field("destroyDeployment")
+async def resolve_destroy_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    return {"deployment": await lifecycle.destroy(ctx.db, input["deployment_id"], actor=ctx.actor)}
+
+
+@mutation.field("reportRouteHealth")
+async def resolve_report_route_health(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    route = await lifecycle.report_route_health(
+        ctx.db, input["route_id"], input["status"], endpoint_url=input.get("endpoint_url"), actor=ctx.actor
+    )
+    return {"route": route}

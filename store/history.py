@@ -17,6 +17,7 @@ async def record(
     from_state: tuple[DeploymentLifecycle | None, DeploymentLifecycleSubStep | None] = (None, None),
     to_state: tuple[DeploymentLifecycle | None, DeploymentLifecycleSubStep | None] = (None, None),
     error_code: str | None = None,
+    attempts: int = 1,
 ) -> None:
     await db.execute(
         QUERIES["record_history"],
@@ -31,5 +32,6 @@ async def record(
             "message": message,
             "error_code": error_code,
             "actor": actor,
+            "attempts": attempts,
         },
     )

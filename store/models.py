@@ -121,6 +121,7 @@ class Deployment:
     deploying_revision_id: str | None
     attempts: int
     phase_started_at: datetime
+    next_check_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -185,6 +186,21 @@ class HistoryEntry:
     actor: str
     created_at: datetime
     updated_at: datetime
+
+
+LIVE_ROUTE_STATUSES = frozenset(
+    {RouteStatus.PROVISIONING, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}
+)
+
+
+@dataclass
+class Promotion:
+    """What a promotion did (or, on a dry run, would do)."""
+
+    deployment: Deployment
+    promoted_routes: list[Route]
+    drained_routes: list[Route]
+    dry_run: bool
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ RETURNING *
 -- name: record_history
 INSERT INTO deployment_history (
     deployment_id, phase, from_lifecycle, to_lifecycle, from_sub_step, to_sub_step, result, message, error_code,
-    actor
+    actor, attempts
 ) VALUES (
     :deployment_id, :phase, :from_lifecycle, :to_lifecycle, :from_sub_step, :to_sub_step, :result, :message,
-    :error_code, :actor
+    :error_code, :actor, :attempts
 )
 
 -- name: deployments_by_ids
@@ -92,3 +92,136 @@ ORDER BY deployment_id, seq DESC
 
 -- name: schema_version
 SELECT version_num FROM alembic_version
+
+-- Lifecycle. Every change below runs inside a transaction that first locked the deployment row
+-- (lock order: deployment, then its routes), so a scheduler, a promotion and a health report never interleave.
+
+-- name: lock_routes_of_deployment
+-- Every route not yet TERMINATED, oldest first.
+SELECT * FROM routes
+WHERE deployment_id = :deployment_id AND status <> 'TERMINATED'
+ORDER BY seq
+FOR UPDATE
+
+-- name: lock_route
+SELECT * FROM routes WHERE id = :id FOR UPDATE
+
+-- name: deployment_of_route
+SELECT deployment_id FROM routes WHERE id = :id
+
+-- name: revision_of_deployment
+SELECT * FROM revisions WHERE id = :id
+
+-- name: start_rollout
+UPDATE deployments
+SET lifecycle = 'DEPLOYING', sub_step = 'DEPLOYING_PROVISIONING', deploying_revision_id = :revision_id,
+    phase_started_at = now(), attempts = 0, next_check_at = now(), updated_at = now()
+WHERE id = :id AND lifecycle IN ('PENDING', 'READY')
+RETURNING *
+
+-- name: move_deployment
+-- The one way (lifecycle, subStep) changes: guarded by the state the caller saw under its lock.
+-- Leaving DEPLOYING clears the deploying revision; `swap` first makes it the current one.
+UPDATE deployments
+SET lifecycle = :to_lifecycle,
+    sub_step = :to_sub_step,
+    current_revision_id = CASE WHEN :swap THEN deploying_revision_id ELSE current_revision_id END,
+    deploying_revision_id = CASE WHEN :to_lifecycle = 'DEPLOYING' THEN deploying_revision_id END,
+    phase_started_at = now(),
+    attempts = 0,
+    next_check_at = CAST(:next_check_at AS timestamptz),
+    updated_at = now()
+WHERE id = :id AND lifecycle = :from_lifecycle AND sub_step IS NOT DISTINCT FROM CAST(:from_sub_step AS text)
+RETURNING *
+
+-- name: count_retry
+UPDATE deployments
+SET attempts = attempts + 1, next_check_at = CAST(:next_check_at AS timestamptz), updated_at = now()
+WHERE id = :id
+RETURNING attempts
+
+-- name: schedule_check
+UPDATE deployments SET next_check_at = CAST(:next_check_at AS timestamptz) WHERE id = :id
+
+-- name: wake_deployment
+-- Something changed that the scheduler should look at now.
+UPDATE deployments SET next_check_at = now() WHERE id = :id AND lifecycle <> 'DESTROYED'
+
+-- name: set_replicas
+UPDATE deployments
+SET replicas = :replicas, next_check_at = now(), updated_at = now()
+WHERE id = :id
+RETURNING *
+
+-- name: create_routes
+INSERT INTO routes (deployment_id, revision_id)
+SELECT :deployment_id, :revision_id FROM generate_series(1, :count)
+RETURNING *
+
+-- name: terminate_routes
+UPDATE routes
+SET status = 'TERMINATING', traffic_status = 'INACTIVE', traffic_ratio = 0, terminate_after = NULL, updated_at = now()
+WHERE id = ANY(CAST(:ids AS uuid[])) AND status NOT IN ('TERMINATING', 'TERMINATED')
+RETURNING *
+
+-- name: route_traffic
+-- Give these routes `ratio` of the traffic each; they stop waiting for a drain.
+UPDATE routes
+SET traffic_status = 'ACTIVE', traffic_ratio = :ratio, terminate_after = NULL, updated_at = now()
+WHERE id = ANY(CAST(:ids AS uuid[]))
+RETURNING *
+
+-- name: keep_warm_without_traffic
+-- Blue routes after a promotion: no traffic, kept up for `delay` seconds so the promotion can be reverted.
+UPDATE routes
+SET traffic_status = 'INACTIVE', traffic_ratio = 0,
+    terminate_after = now() + make_interval(secs => :delay), updated_at = now()
+WHERE id = ANY(CAST(:ids AS uuid[]))
+RETURNING *
+
+-- name: report_route_health
+UPDATE routes
+SET status = :status,
+    endpoint_url = COALESCE(CAST(:endpoint_url AS text), endpoint_url),
+    traffic_status = CASE WHEN :status IN ('FAILED_TO_START', 'TERMINATED') THEN 'INACTIVE' ELSE traffic_status END,
+    traffic_ratio = CASE WHEN :status IN ('FAILED_TO_START', 'TERMINATED') THEN 0 ELSE traffic_ratio END,
+    terminate_after = CASE WHEN :status = 'TERMINATED' THEN NULL ELSE terminate_after END,
+    updated_at = now()
+WHERE id = :id
+RETURNING *
+
+-- name: retry_of_this_phase
+-- The row that retries of the current phase merge into (route health notes may stand between them).
+SELECT * FROM deployment_history
+WHERE deployment_id = :deployment_id AND phase = :phase AND result = 'NEED_RETRY' AND created_at >= :since
+ORDER BY seq DESC
+LIMIT 1
+
+-- name: merge_retry_into_history
+UPDATE deployment_history
+SET attempts = :attempts, message = :message, error_code = :error_code, updated_at = now()
+WHERE id = :id
+
+-- name: notify_change
+-- Delivered at commit: wakes schedulers (and any other listener) without polling.
+SELECT pg_notify('switchover_deployments', CAST(:deployment_id AS text))  -- store.notifications.CHANNEL
+
+-- name: claim_due_deployment
+-- One deployment whose check is due, locked for this transaction; others' claims are skipped, not waited for.
+SELECT d.*, now() AS database_now
+FROM deployments d
+WHERE next_check_at <= now()
+ORDER BY next_check_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+
+-- name: database_now
+SELECT now()
+
+-- name: withdraw_traffic_except
+UPDATE routes
+SET traffic_status = 'INACTIVE', traffic_ratio = 0, updated_at = now()
+WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE' AND NOT (id = ANY(CAST(:ids AS uuid[])))
+
+-- name: lock_deployment_if_free
+SELECT d.*, now() AS database_now FROM deployments d WHERE id = :id FOR UPDATE SKIP LOCKED

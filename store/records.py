@@ -81,6 +81,7 @@ def deployment(row: Row) -> Deployment:
         deploying_revision_id=_id(row["deploying_revision_id"]),
         attempts=row["attempts"],
         phase_started_at=row["phase_started_at"],
+        next_check_at=row["next_check_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

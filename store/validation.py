@@ -3,6 +3,7 @@
 import re
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from store.errors import BadUserInput
 from store.models import DeploymentStrategyType, IntOrPercent, Strategy
@@ -94,3 +95,14 @@ def check_env(env: Any) -> None:
 def check_health_check_path(path: str) -> None:
     if not re.fullmatch(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,254}", path):
         raise BadUserInput(f"healthCheckPath must be an absolute URL path such as /health, got {path[:80]!r}")
+
+
+def check_endpoint_url(url: str) -> None:
+    try:
+        parsed = urlsplit(url)
+        valid = len(url) <= 2048 and parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        _ = parsed.port  # raises on a port that is not a number in range
+    except ValueError:
+        valid = False
+    if not valid:
+        raise BadUserInput(f"endpointUrl must be an http(s) URL such as http://10.0.0.7:8080, got {url[:80]!r}")

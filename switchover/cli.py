@@ -70,6 +70,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.process import main
+    from store.database import open_database
+
+    url = database_url(settings)
+    _check_schema_or_exit(url)
+    db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)
+    asyncio.run(main(db, url, poll_interval=settings.poll_interval_seconds))
+    return 0
+
+
 def cmd_schema_print(settings: Settings, args: argparse.Namespace) -> int:
     from switchover.sdl import subgraph_sdl
 
@@ -85,6 +96,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=cmd_serve)
+
+    scheduler = commands.add_parser("scheduler", help="run the lifecycle scheduler (any number may run at once)")
+    scheduler.set_defaults(run=cmd_scheduler)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=cmd_migrate)

@@ -93,3 +93,13 @@ async def client(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient
     app = create_app(settings, db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
         yield c
+
+
+@pytest.fixture
+async def scenario(db: Any) -> AsyncIterator[Any]:
+    """A lifecycle story on a fresh database; the invariants must hold when it ends."""
+    from tests import invariants
+    from tests.scenario import Scenario
+
+    yield Scenario(db)
+    await invariants.check(db)

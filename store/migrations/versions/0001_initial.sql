@@ -27,6 +27,8 @@ CREATE TABLE deployments (
     last_revision_number        integer NOT NULL DEFAULT 0,
     attempts                    integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     phase_started_at            timestamptz NOT NULL DEFAULT now(),
+    -- When the scheduler should look at this deployment next; NULL while it waits only for a user.
+    next_check_at               timestamptz,
     created_at                  timestamptz NOT NULL DEFAULT now(),
     updated_at                  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT sub_step_only_while_deploying CHECK ((lifecycle = 'DEPLOYING') = (sub_step IS NOT NULL)),
@@ -42,8 +44,7 @@ CREATE TABLE deployments (
 CREATE UNIQUE INDEX deployments_live_name ON deployments (project_id, name) WHERE lifecycle <> 'DESTROYED';
 CREATE INDEX deployments_project ON deployments (project_id, seq);
 -- The scheduler only looks at deployments with work to do.
-CREATE INDEX deployments_in_flight ON deployments (phase_started_at)
-    WHERE lifecycle IN ('DEPLOYING', 'DESTROYING');
+CREATE INDEX deployments_due ON deployments (next_check_at) WHERE next_check_at IS NOT NULL;
 
 CREATE TABLE revisions (
     id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -1,0 +1,125 @@
+"""One pass of the scheduler: handle every due deployment, each in its own transaction.
+
+`run_once` is what tests call; the scheduler process is a loop around it.
+"""
+
+import logging
+
+from databases import Database
+
+from scheduler.decisions import Decision, Outcome
+from scheduler.lifecycle import IDLE, Transition, transition_for
+from store import lifecycle, scheduling
+from store.errors import StoreError
+from store.models import Deployment, SchedulingResult
+
+log = logging.getLogger("switchover.scheduler")
+
+ACTOR = "scheduler"
+RESULTS = {
+    Outcome.SUCCESS: SchedulingResult.SUCCESS,
+    Outcome.EXPIRED: SchedulingResult.EXPIRED,
+    Outcome.GIVE_UP: SchedulingResult.GIVE_UP,
+}
+
+
+async def run_once(db: Database, *, max_steps: int = 10_000) -> int:
+    """Handle due deployments until none is due (or `max_steps`); returns how many steps ran."""
+    steps = 0
+    while steps < max_steps and await step(db):
+        steps += 1
+    return steps
+
+
+async def step(db: Database) -> bool:
+    """Claim one due deployment, decide and apply in one transaction. False when nothing is due."""
+    claimed: Deployment | None = None
+    try:
+        async with db.transaction():
+            claim = await scheduling.claim_due(db)
+            if claim is None:
+                return False
+            claimed = claim.deployment
+            transition = transition_for(claim.deployment)
+            if transition is None:
+                if (claim.deployment.lifecycle, claim.deployment.sub_step) not in IDLE:
+                    log.error("deployment %s is in a state without a handler", claim.deployment.id)
+                await scheduling.wait(db, claim.deployment, until=None)
+                return True
+            decision = transition.handler(claim.deployment, claim.routes, claim.now)
+            await apply(db, claim, transition, decision)
+        return True
+    except Exception as exc:
+        if claimed is None:
+            raise  # the claim itself failed: the database is unreachable, let the loop back off
+        log.exception("handling deployment %s failed", claimed.id)
+        await record_failure(db, claimed, exc)
+        return True
+
+
+async def apply(db: Database, claim: scheduling.Claim, transition: Transition, decision: Decision) -> None:
+    deployment = claim.deployment
+    actions = decision.actions
+    outcome = decision.outcome
+    if outcome is Outcome.NEED_RETRY and deployment.attempts >= deployment.strategy.max_retries:
+        outcome = Outcome.GIVE_UP
+    if outcome is not Outcome.GIVE_UP:
+        await scheduling.change_routes(
+            db,
+            deployment,
+            create=actions.create_routes,
+            revision_id=actions.create_revision_id,
+            terminate=actions.terminate,
+            traffic=actions.traffic,
+        )
+
+    if outcome is Outcome.WAIT:
+        if actions:
+            await scheduling.note(db, deployment, phase=transition.phase, message=decision.message, actor=ACTOR)
+        await scheduling.wait(db, deployment, until=decision.recheck_at)
+    elif outcome is Outcome.NEED_RETRY:
+        await scheduling.count_retry(
+            db,
+            deployment,
+            phase=transition.phase,
+            message=decision.message,
+            error_code=decision.error_code,
+            actor=ACTOR,
+            retry_at=claim.now if actions else decision.recheck_at,
+        )
+    elif outcome is Outcome.SUCCESS and actions.promote:
+        await lifecycle.promote(db, deployment.id, actor=ACTOR)
+    else:
+        target = transition.target(outcome)
+        to_state = target.resolve(deployment)
+        message = decision.message
+        if outcome is Outcome.GIVE_UP and decision.outcome is Outcome.NEED_RETRY:
+            message = f"gave up after {deployment.attempts} retries: {decision.message}"
+        if to_state is None:
+            await scheduling.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
+            await scheduling.wait(db, deployment, until=decision.recheck_at)
+        else:
+            await scheduling.move_on(
+                db,
+                deployment,
+                to_state,
+                swap=target.swap,
+                phase=transition.phase,
+                message=message,
+                result=RESULTS[outcome],
+                error_code=decision.error_code,
+                actor=ACTOR,
+            )
+
+
+async def record_failure(db: Database, deployment: Deployment, exc: Exception) -> None:
+    """A handler or its changes failed and were rolled back: count a retry (or give up) in a new transaction."""
+    code = exc.code if isinstance(exc, StoreError) else "HANDLER_ERROR"
+    async with db.transaction():
+        claim = await scheduling.claim(db, deployment.id)
+        transition = None if claim is None else transition_for(claim.deployment)
+        if claim is None or transition is None:
+            return  # another scheduler holds it now, or there is nothing left to retry
+        retry_at = scheduling.backoff(claim.now, claim.deployment.attempts + 1)
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        await apply(db, claim, transition, Decision(Outcome.NEED_RETRY, message, recheck_at=retry_at, error_code=code))

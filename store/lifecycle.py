@@ -1,0 +1,335 @@
+"""Operations that move deployments through their lifecycle. Each is one transaction: lock the deployment row,
+re-check its state, apply guarded updates, write history, notify the scheduler."""
+
+from typing import Any
+
+from databases import Database
+
+from store import history, records, validation
+from store.errors import Conflict, InvalidState, NotFound
+from store.models import (
+    LIVE_ROUTE_STATUSES,
+    Deployment,
+    DeploymentLifecycle,
+    DeploymentLifecycleSubStep,
+    DeploymentStrategyType,
+    Promotion,
+    Revision,
+    Route,
+    RouteStatus,
+    RouteTrafficStatus,
+)
+from store.queries import QUERIES
+
+DEPLOYING = DeploymentLifecycle.DEPLOYING
+AWAITING_PROMOTION = DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION
+ROLLING_BACK = DeploymentLifecycleSubStep.DEPLOYING_ROLLING_BACK
+# Health an orchestrator may report; TERMINATING is the control plane's decision, never a report.
+REPORTABLE_STATUSES = frozenset(
+    {
+        RouteStatus.PROVISIONING,
+        RouteStatus.HEALTHY,
+        RouteStatus.UNHEALTHY,
+        RouteStatus.DEGRADED,
+        RouteStatus.FAILED_TO_START,
+        RouteStatus.TERMINATED,
+    }
+)
+
+
+async def lock_deployment(db: Database, deployment_id: str) -> Deployment:
+    row = await db.fetch_one(QUERIES["lock_deployment"], {"id": deployment_id})
+    if row is None:
+        raise NotFound(f"deployment {deployment_id} does not exist")
+    return records.deployment(row)
+
+
+async def lock_routes(db: Database, deployment_id: str) -> list[Route]:
+    rows = await db.fetch_all(QUERIES["lock_routes_of_deployment"], {"deployment_id": deployment_id})
+    return [records.route(row) for row in rows]
+
+
+async def revision_number(db: Database, revision_id: str | None) -> int | None:
+    if revision_id is None:
+        return None
+    row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id})
+    return None if row is None else row["number"]
+
+
+async def notify(db: Database, deployment_id: str) -> None:
+    await db.fetch_val(QUERIES["notify_change"], {"deployment_id": deployment_id})
+
+
+async def move(
+    db: Database,
+    deployment: Deployment,
+    to_state: tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None],
+    *,
+    swap: bool = False,
+    next_check_now: bool = True,
+    next_check_at: Any = None,
+) -> Deployment:
+    """Change (lifecycle, subStep) of a locked deployment; `phaseStartedAt` becomes the database's now."""
+    values = {
+        "id": deployment.id,
+        "from_lifecycle": deployment.lifecycle.value,
+        "from_sub_step": deployment.sub_step.value if deployment.sub_step else None,
+        "to_lifecycle": to_state[0].value,
+        "to_sub_step": to_state[1].value if to_state[1] else None,
+        "swap": swap,
+        "next_check_at": next_check_at,
+    }
+    if next_check_now:
+        values["next_check_at"] = await db.fetch_val(QUERIES["database_now"])
+    row = await db.fetch_one(QUERIES["move_deployment"], values)
+    if row is None:  # cannot happen under the row lock; refuse rather than write over a change
+        raise Conflict(f"deployment {deployment.name} changed state concurrently; retry")
+    await notify(db, deployment.id)
+    return records.deployment(row)
+
+
+def state_of(deployment: Deployment) -> tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]:
+    return deployment.lifecycle, deployment.sub_step
+
+
+def describe(deployment: Deployment) -> str:
+    state = deployment.lifecycle.value + (f"/{deployment.sub_step.value}" if deployment.sub_step else "")
+    return f"deployment {deployment.name} is {state}"
+
+
+async def deploy_revision(db: Database, deployment_id: str, revision_id: str, *, actor: str) -> Deployment:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    revision_id = validation.parse_id(revision_id, "revisionId")
+    async with db.transaction():
+        deployment = await lock_deployment(db, deployment_id)
+        if deployment.lifecycle is DEPLOYING:
+            raise Conflict(
+                f"{describe(deployment)}: a rollout is in flight; promote or roll it back before deploying again"
+            )
+        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
+            raise InvalidState(f"{describe(deployment)}: it can no longer deploy revisions")
+        row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id})
+        if row is None:
+            raise NotFound(f"revision {revision_id} does not exist")
+        revision: Revision = records.revision(row)
+        if revision.deployment_id != deployment.id:
+            raise InvalidState(f"revision {revision_id} belongs to another deployment, not to {deployment.name}")
+        if revision.id == deployment.current_revision_id:
+            raise InvalidState(f"revision {revision.number} is already serving {deployment.name}; nothing to deploy")
+        updated_row = await db.fetch_one(QUERIES["start_rollout"], {"id": deployment.id, "revision_id": revision.id})
+        assert updated_row is not None
+        updated = records.deployment(updated_row)
+        current = await revision_number(db, deployment.current_revision_id)
+        over = f" over revision {current}" if current else " (first deploy)"
+        await history.record(
+            db,
+            deployment.id,
+            phase="deploy",
+            message=f"deploying revision {revision.number} ({revision.image}){over} with {deployment.strategy.type}",
+            actor=actor,
+            from_state=state_of(deployment),
+            to_state=state_of(updated),
+        )
+        await notify(db, deployment.id)
+    return updated
+
+
+async def promote(
+    db: Database,
+    deployment_id: str,
+    *,
+    actor: str,
+    expected_revision_id: str | None = None,
+    dry_run: bool = False,
+) -> Promotion:
+    """Switch all traffic to the green routes (SPEC §3 rules 3–5). A dry run checks and reports, writing nothing."""
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    if expected_revision_id is not None:
+        expected_revision_id = validation.parse_id(expected_revision_id, "expectedRevisionId")
+    async with db.transaction():
+        deployment = await lock_deployment(db, deployment_id)
+        if deployment.strategy.type is not DeploymentStrategyType.BLUE_GREEN:
+            raise InvalidState(
+                f"deployment {deployment.name} uses the {deployment.strategy.type} strategy: its new routes take "
+                "traffic as they become healthy, so there is nothing to promote"
+            )
+        if (deployment.lifecycle, deployment.sub_step) != (DEPLOYING, AWAITING_PROMOTION):
+            raise InvalidState(f"{describe(deployment)}: only a deployment awaiting promotion can be promoted")
+        if expected_revision_id is not None and expected_revision_id != deployment.deploying_revision_id:
+            raise Conflict(
+                f"deployment {deployment.name} is deploying revision {deployment.deploying_revision_id}, "
+                f"not the expected {expected_revision_id}; re-read it and decide again"
+            )
+        routes = await lock_routes(db, deployment.id)
+        green = [r for r in routes if r.revision_id == deployment.deploying_revision_id]
+        healthy_green = [r for r in green if r.status is RouteStatus.HEALTHY]
+        if len(healthy_green) < deployment.replicas:
+            raise InvalidState(
+                f"deployment {deployment.name} has {len(healthy_green)} of {deployment.replicas} green routes "
+                "HEALTHY; wait until all are healthy before promoting"
+            )
+        promoted = healthy_green[: deployment.replicas]
+        promoted_ids = {r.id for r in promoted}
+        spare_green = [r for r in green if r.id not in promoted_ids and r.status is not RouteStatus.TERMINATING]
+        blue = [
+            r
+            for r in routes
+            if r.revision_id != deployment.deploying_revision_id
+            and (r.status in LIVE_ROUTE_STATUSES or r.traffic_status is RouteTrafficStatus.ACTIVE)
+        ]
+        if dry_run:
+            return Promotion(deployment, promoted, blue, dry_run=True)
+
+        ratio = 1.0 / len(promoted)
+        promoted_rows = await db.fetch_all(QUERIES["route_traffic"], {"ids": [r.id for r in promoted], "ratio": ratio})
+        drained_rows = await db.fetch_all(
+            QUERIES["keep_warm_without_traffic"],
+            {"ids": [r.id for r in blue], "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds)},
+        )
+        if spare_green:
+            await db.fetch_all(QUERIES["terminate_routes"], {"ids": [r.id for r in spare_green]})
+        # The scheduler next acts when the blue routes' scale-down delay has passed.
+        drain_at = min((row["terminate_after"] for row in drained_rows), default=None)
+        updated = await move(
+            db, deployment, (DeploymentLifecycle.READY, None), swap=True, next_check_now=False, next_check_at=drain_at
+        )
+        new_number = await revision_number(db, deployment.deploying_revision_id)
+        old_number = await revision_number(db, deployment.current_revision_id)
+        over = f" over revision {old_number}" if old_number else " (first deploy)"
+        await history.record(
+            db,
+            deployment.id,
+            phase="promote",
+            message=(
+                f"promoted revision {new_number}{over}: {len(promoted)} routes active, {len(blue)} draining"
+                + (f" after {deployment.strategy.blue_green_spec.scale_down_delay_seconds} s" if blue else "")
+            ),
+            actor=actor,
+            from_state=state_of(deployment),
+            to_state=state_of(updated),
+        )
+    return Promotion(
+        updated,
+        sorted(map(records.route, promoted_rows), key=lambda r: r.seq),
+        sorted(map(records.route, drained_rows), key=lambda r: r.seq),
+        dry_run=False,
+    )
+
+
+async def begin_rollback(db: Database, deployment_id: str, *, actor: str, reason: str | None = None) -> Deployment:
+    """Abort the rollout in flight; the scheduler then stops the new routes and restores the old revision."""
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    if reason is not None and len(reason) > 1000:
+        raise validation.BadUserInput("reason must be at most 1000 characters")
+    async with db.transaction():
+        deployment = await lock_deployment(db, deployment_id)
+        if deployment.lifecycle is not DEPLOYING:
+            raise InvalidState(f"{describe(deployment)}: only a rollout in flight can be rolled back")
+        if deployment.sub_step is ROLLING_BACK:
+            raise InvalidState(f"{describe(deployment)}: it is already rolling back")
+        updated = await move(db, deployment, (DEPLOYING, ROLLING_BACK))
+        number = await revision_number(db, deployment.deploying_revision_id)
+        await history.record(
+            db,
+            deployment.id,
+            phase="rollback",
+            message=f"rollback of revision {number} requested" + (f": {reason}" if reason else ""),
+            actor=actor,
+            from_state=state_of(deployment),
+            to_state=state_of(updated),
+        )
+    return updated
+
+
+async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) -> Deployment:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    validation.check_replicas(replicas)
+    async with db.transaction():
+        deployment = await lock_deployment(db, deployment_id)
+        if deployment.lifecycle is DEPLOYING:
+            raise Conflict(f"{describe(deployment)}: promote or roll back the rollout in flight before scaling")
+        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
+            raise InvalidState(f"{describe(deployment)}: it can no longer be scaled")
+        validation.check_strategy(deployment.strategy, replicas)
+        row = await db.fetch_one(QUERIES["set_replicas"], {"id": deployment.id, "replicas": replicas})
+        assert row is not None
+        updated = records.deployment(row)
+        state = state_of(deployment)
+        await history.record(
+            db,
+            deployment.id,
+            phase="scale",
+            message=f"scaled from {deployment.replicas} to {replicas} replicas",
+            actor=actor,
+            from_state=state,
+            to_state=state,
+        )
+        await notify(db, deployment.id)
+    return updated
+
+
+async def destroy(db: Database, deployment_id: str, *, actor: str) -> Deployment:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    async with db.transaction():
+        deployment = await lock_deployment(db, deployment_id)
+        if deployment.lifecycle is DEPLOYING:
+            raise Conflict(f"{describe(deployment)}: promote or roll back the rollout in flight before destroying")
+        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
+            raise InvalidState(f"{describe(deployment)}: it is already being destroyed")
+        updated = await move(db, deployment, (DeploymentLifecycle.DESTROYING, None))
+        await history.record(
+            db,
+            deployment.id,
+            phase="destroy",
+            message=f"destroying deployment {deployment.name}",
+            actor=actor,
+            from_state=state_of(deployment),
+            to_state=state_of(updated),
+        )
+    return updated
+
+
+async def report_route_health(
+    db: Database, route_id: str, status: RouteStatus, *, endpoint_url: str | None = None, actor: str
+) -> Route:
+    """Record what an orchestrator (or a health probe) saw of a route, and wake the scheduler."""
+    route_id = validation.parse_id(route_id, "routeId")
+    status = RouteStatus(status)
+    if status not in REPORTABLE_STATUSES:
+        raise validation.BadUserInput(
+            f"status {status} cannot be reported: it is set by Switchover; report one of "
+            + ", ".join(sorted(REPORTABLE_STATUSES))
+        )
+    if endpoint_url is not None:
+        validation.check_endpoint_url(endpoint_url)
+    owner = await db.fetch_val(QUERIES["deployment_of_route"], {"id": route_id})
+    if owner is None:
+        raise NotFound(f"route {route_id} does not exist")
+    async with db.transaction():
+        deployment = await lock_deployment(db, str(owner))
+        row = await db.fetch_one(QUERIES["lock_route"], {"id": route_id})
+        assert row is not None
+        route = records.route(row)
+        if route.status is RouteStatus.TERMINATED:
+            raise InvalidState(f"route {route_id} is TERMINATED; it takes no more reports")
+        if route.status is RouteStatus.TERMINATING and status is not RouteStatus.TERMINATED:
+            raise InvalidState(f"route {route_id} is TERMINATING; only TERMINATED can be reported for it")
+        updated_row = await db.fetch_one(
+            QUERIES["report_route_health"], {"id": route_id, "status": status.value, "endpoint_url": endpoint_url}
+        )
+        assert updated_row is not None
+        updated = records.route(updated_row)
+        if updated.status is not route.status:
+            state = state_of(deployment)
+            await history.record(
+                db,
+                deployment.id,
+                phase="route_health",
+                message=f"route {route.id} ({route.traffic_status}) went from {route.status} to {updated.status}",
+                actor=actor,
+                from_state=state,
+                to_state=state,
+            )
+            await db.execute(QUERIES["wake_deployment"], {"id": deployment.id})
+            await notify(db, deployment.id)
+    return updated

@@ -1,0 +1,143 @@
+"""What the scheduler asks of the store: claim one due deployment, apply route changes, move on or wait."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from databases import Database
+
+from store import history, lifecycle, records
+from store.models import Deployment, DeploymentLifecycle, DeploymentLifecycleSubStep, Route, SchedulingResult
+from store.queries import QUERIES
+
+State = tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]
+
+
+@dataclass
+class Claim:
+    deployment: Deployment
+    routes: list[Route]
+    now: datetime
+
+
+async def claim_due(db: Database) -> Claim | None:
+    """Lock one deployment whose check is due (skipping those another scheduler holds), with its routes.
+
+    Call inside a transaction: the lock lasts until it ends.
+    """
+    row = await db.fetch_one(QUERIES["claim_due_deployment"])
+    if row is None:
+        return None
+    deployment = records.deployment(row)
+    return Claim(deployment, await lifecycle.lock_routes(db, deployment.id), row["database_now"])
+
+
+async def claim(db: Database, deployment_id: str) -> Claim | None:
+    """Lock this deployment unless another scheduler holds it (then None)."""
+    row = await db.fetch_one(QUERIES["lock_deployment_if_free"], {"id": deployment_id})
+    if row is None:
+        return None
+    deployment = records.deployment(row)
+    return Claim(deployment, await lifecycle.lock_routes(db, deployment.id), row["database_now"])
+
+
+async def change_routes(
+    db: Database,
+    deployment: Deployment,
+    *,
+    create: int = 0,
+    revision_id: str | None = None,
+    terminate: tuple[str, ...] = (),
+    traffic: tuple[str, ...] = (),
+) -> None:
+    """Stop routes, start new ones, and share the traffic equally among `traffic` (all others get none)."""
+    if terminate:
+        await db.fetch_all(QUERIES["terminate_routes"], {"ids": list(terminate)})
+    if create:
+        assert revision_id is not None
+        await db.fetch_all(
+            QUERIES["create_routes"], {"deployment_id": deployment.id, "revision_id": revision_id, "count": create}
+        )
+    if traffic:
+        await db.fetch_all(QUERIES["route_traffic"], {"ids": list(traffic), "ratio": 1.0 / len(traffic)})
+        await db.fetch_all(QUERIES["withdraw_traffic_except"], {"deployment_id": deployment.id, "ids": list(traffic)})
+
+
+async def wait(db: Database, deployment: Deployment, *, until: datetime | None) -> None:
+    await db.execute(QUERIES["schedule_check"], {"id": deployment.id, "next_check_at": until})
+
+
+async def note(db: Database, deployment: Deployment, *, phase: str, message: str, actor: str) -> None:
+    """A history row for work done without a change of state."""
+    state = (deployment.lifecycle, deployment.sub_step)
+    await history.record(db, deployment.id, phase=phase, message=message, actor=actor, from_state=state, to_state=state)
+
+
+async def count_retry(
+    db: Database,
+    deployment: Deployment,
+    *,
+    phase: str,
+    message: str,
+    error_code: str | None,
+    actor: str,
+    retry_at: datetime | None,
+) -> int:
+    """Stay, attempts + 1; retries of one phase merge into one history row."""
+    attempts = await db.fetch_val(QUERIES["count_retry"], {"id": deployment.id, "next_check_at": retry_at})
+    latest = await db.fetch_one(
+        QUERIES["retry_of_this_phase"],
+        {"deployment_id": deployment.id, "phase": phase, "since": deployment.phase_started_at},
+    )
+    message = f"{message} (attempt {attempts} of {deployment.strategy.max_retries})"
+    if latest is not None:
+        await db.execute(
+            QUERIES["merge_retry_into_history"],
+            {"id": latest["id"], "attempts": attempts, "message": message, "error_code": error_code},
+        )
+    else:
+        state = (deployment.lifecycle, deployment.sub_step)
+        await history.record(
+            db,
+            deployment.id,
+            phase=phase,
+            message=message,
+            actor=actor,
+            result=SchedulingResult.NEED_RETRY,
+            from_state=state,
+            to_state=state,
+            error_code=error_code,
+            attempts=attempts,
+        )
+    return attempts
+
+
+async def move_on(
+    db: Database,
+    deployment: Deployment,
+    to_state: State,
+    *,
+    swap: bool,
+    phase: str,
+    message: str,
+    result: SchedulingResult,
+    error_code: str | None,
+    actor: str,
+) -> Deployment:
+    moved = await lifecycle.move(db, deployment, to_state, swap=swap)
+    await history.record(
+        db,
+        deployment.id,
+        phase=phase,
+        message=message,
+        actor=actor,
+        result=result,
+        from_state=(deployment.lifecycle, deployment.sub_step),
+        to_state=to_state,
+        error_code=error_code,
+    )
+    return moved
+
+
+def backoff(now: datetime, attempts: int) -> datetime:
+    """When to try a failed step again: 1, 2, 4 … seconds, at most 30."""
+    return now + timedelta(seconds=min(30, 2 ** max(0, attempts - 1)))
