@@ -14,14 +14,14 @@ def int_or_percent(value: dict[str, Any]) -> IntOrPercent:
     return IntOrPercent(count=value.get("count"), percent=value.get("percent"))
 
 
-def strategy(value: dict[str, Any], current: Strategy | None = None) -> Strategy:
-    """A strategy from its input; fields left out keep `current`'s values, or the defaults."""
+def strategy(value: dict[str, Any]) -> Strategy:
+    """A strategy from its input; fields left out take the SPEC's defaults."""
     kind = DeploymentStrategyType(value["type"])
     if kind is DeploymentStrategyType.ROLLING and value.get("blue_green") is not None:
         raise BadUserInput("strategy.blueGreen is only for type BLUE_GREEN; remove it or set type: BLUE_GREEN")
     if kind is DeploymentStrategyType.BLUE_GREEN and value.get("rolling_update") is not None:
         raise BadUserInput("strategy.rollingUpdate is only for type ROLLING; remove it or set type: ROLLING")
-    base = current or Strategy(type=kind)
+    base = Strategy(type=kind)
     blue_green = BlueGreenSpec(**{**base.blue_green_spec.__dict__, **_given(value.get("blue_green"))})
     rolling = _given(value.get("rolling_update"))
     rolling_update = RollingUpdateSpec(

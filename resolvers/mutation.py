@@ -76,6 +76,17 @@ async def resolve_scale_deployment(_: None, info: GraphQLResolveInfo, input: dic
     return {"deployment": deployment}
 
 
+@mutation.field("updateDeploymentStrategy")
+async def resolve_update_deployment_strategy(
+    _: None, info: GraphQLResolveInfo, input: dict[str, Any]
+) -> dict[str, Any]:
+    ctx = context(info)
+    deployment = await lifecycle.change_strategy(
+        ctx.db, input["deployment_id"], inputs.strategy(input["strategy"]), actor=ctx.actor
+    )
+    return {"deployment": deployment}
+
+
 @mutation.field("destroyDeployment")
 async def resolve_destroy_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)

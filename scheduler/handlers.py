@@ -181,8 +181,9 @@ def rolling_step(deployment: Deployment, routes: Sequence[Route], target_revisio
     """One pass of a rolling replacement towards `replicas` HEALTHY routes of the target revision.
 
     Routes of every other revision are old. New routes take traffic as soon as they are HEALTHY; the total stays
-    within `replicas + maxSurge`; old routes stop only while `replicas - maxUnavailable` HEALTHY ACTIVE routes
-    remain. TERMINATING routes count neither as serving nor toward the surge.
+    within `replicas + maxSurge`; old routes stop, least healthy first, only while at least
+    `replicas - maxUnavailable` routes stay HEALTHY and ACTIVE. TERMINATING routes count neither as serving nor
+    toward the surge.
     """
     spec = deployment.strategy.rolling_update_spec
     surge = spec.max_surge.resolve(deployment.replicas, round_up=True)
@@ -207,11 +208,10 @@ def rolling_step(deployment: Deployment, routes: Sequence[Route], target_revisio
     serving_count = sum(serving(r) for r in new + old)
     stop: list[Route] = []
     for r in drain_order(old):
-        if not serving(r):
-            stop.append(r)
-        elif serving_count - 1 >= minimum_serving:
-            stop.append(r)
-            serving_count -= 1
+        if serving_count - serving(r) < minimum_serving:
+            break
+        stop.append(r)
+        serving_count -= serving(r)
     total = len(new) + len(old) - len(stop)
     room = deployment.replicas + surge - total if old else deployment.replicas - len(new)
     create = max(0, min(deployment.replicas - len(new), room))

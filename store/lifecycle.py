@@ -18,6 +18,7 @@ from store.models import (
     Route,
     RouteStatus,
     RouteTrafficStatus,
+    Strategy,
 )
 from store.queries import QUERIES
 
@@ -266,6 +267,30 @@ async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) 
         )
         await notify(db, deployment.id)
     return updated
+
+
+async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, *, actor: str) -> Deployment:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    async with db.transaction():
+        deployment = await lock_deployment(db, deployment_id)
+        if deployment.lifecycle is DEPLOYING:
+            raise Conflict(f"{describe(deployment)}: change the strategy after the rollout in flight ends")
+        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
+            raise InvalidState(f"{describe(deployment)}: its strategy can no longer change")
+        validation.check_strategy(strategy, deployment.replicas)
+        row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
+        assert row is not None
+        state = state_of(deployment)
+        await history.record(
+            db,
+            deployment.id,
+            phase="strategy",
+            message=f"strategy changed from {deployment.strategy.type} to {strategy.type}",
+            actor=actor,
+            from_state=state,
+            to_state=state,
+        )
+    return records.deployment(row)
 
 
 async def destroy(db: Database, deployment_id: str, *, actor: str) -> Deployment:

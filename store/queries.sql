@@ -225,3 +225,13 @@ WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE' AND NOT (id =
 
 -- name: lock_deployment_if_free
 SELECT d.*, now() AS database_now FROM deployments d WHERE id = :id FOR UPDATE SKIP LOCKED
+
+-- name: set_strategy
+UPDATE deployments
+SET strategy_type = :strategy_type, auto_promote = :auto_promote, promote_delay_seconds = :promote_delay_seconds,
+    promotion_timeout_seconds = :promotion_timeout_seconds, scale_down_delay_seconds = :scale_down_delay_seconds,
+    max_surge_count = :max_surge_count, max_surge_percent = :max_surge_percent,
+    max_unavailable_count = :max_unavailable_count, max_unavailable_percent = :max_unavailable_percent,
+    provisioning_timeout_seconds = :provisioning_timeout_seconds, max_retries = :max_retries, updated_at = now()
+WHERE id = :id
+RETURNING *

@@ -82,16 +82,31 @@ class Scenario:
     async def tick(self) -> int:
         return await run_once(self.db)
 
-    async def report(self, status: RouteStatus, *, revision: int | None = None, count: int | None = None) -> int:
-        """Report `status` for the live routes (of revision number `revision`, 1-based), at most `count` of them."""
+    async def report(
+        self,
+        status: RouteStatus,
+        *,
+        revision: int | None = None,
+        count: int | None = None,
+        among: RouteStatus | None = None,
+    ) -> int:
+        """Report `status` for the live routes (of revision number `revision`, 1-based; only those in `among`),
+        at most `count` of them."""
         targets = [
             r
             for r in await self.routes(revision=revision)
             if r.status not in (RouteStatus.TERMINATING, RouteStatus.TERMINATED, status)
+            and (among is None or r.status is among)
         ]
         for route in targets[:count]:
             await lifecycle.report_route_health(self.db, route.id, status, actor="orchestrator")
         return len(targets[:count])
+
+    async def finish_stopping(self) -> None:
+        """The orchestrator reports every TERMINATING route as stopped."""
+        for route in await self.routes():
+            if route.status is RouteStatus.TERMINATING:
+                await lifecycle.report_route_health(self.db, route.id, RouteStatus.TERMINATED, actor="orchestrator")
 
     async def healthy(self, *, revision: int | None = None, count: int | None = None) -> None:
         await self.report(RouteStatus.HEALTHY, revision=revision, count=count)
