@@ -62,6 +62,18 @@ def replace_failed(deployment: Deployment, green: Sequence[Route], recheck_at: d
     )
 
 
+def drains_due(routes: Sequence[Route], now: datetime) -> tuple[list[Route], datetime | None]:
+    """Old routes kept warm after a promotion whose scale-down delay has passed, and when the next one is due."""
+    pending = [r for r in not_stopping(routes) if r.terminate_after is not None]
+    due = [r for r in pending if r.terminate_after is not None and r.terminate_after <= now]
+    later = [r.terminate_after for r in pending if r.terminate_after is not None and r.terminate_after > now]
+    return due, min(later, default=None)
+
+
+def earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
+
+
 def provision_blue_green(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
     """Start `replicas` green routes without traffic; succeed once all are HEALTHY."""
     timeout = deployment.strategy.provisioning_timeout_seconds
@@ -77,21 +89,22 @@ def provision_blue_green(deployment: Deployment, routes: Sequence[Route], now: d
     failure = replace_failed(deployment, green, deadline)
     if failure:
         return failure
-    missing = deployment.replicas - len(green)
-    if missing > 0:
+    due, next_drain = drains_due(routes, now)
+    missing = max(0, deployment.replicas - len(green))
+    if missing == 0 and len(healthy) >= deployment.replicas:
         return Decision(
-            Outcome.WAIT,
-            f"started {missing} green route(s) without traffic",
-            Actions(create_routes=missing, create_revision_id=deployment.deploying_revision_id),
-            recheck_at=deadline,
+            Outcome.SUCCESS, f"all {deployment.replicas} green routes are healthy", Actions(terminate=_ids(due))
         )
-    if len(healthy) >= deployment.replicas:
-        return Decision(Outcome.SUCCESS, f"all {deployment.replicas} green routes are healthy")
-    return Decision(Outcome.WAIT, f"{len(healthy)} of {deployment.replicas} green routes healthy", recheck_at=deadline)
+    actions = Actions(create_routes=missing, create_revision_id=deployment.deploying_revision_id, terminate=_ids(due))
+    message = f"started {missing} green route(s) without traffic" if missing else "green routes starting"
+    if due:
+        message += f"; drained {len(due)} old route(s) after the scale-down delay"
+    return Decision(Outcome.WAIT, message, actions, recheck_at=earliest(deadline, next_drain))
 
 
 def await_promotion(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
-    """Promote a first deploy at once, or auto-promote after the delay; roll back after the promotion timeout."""
+    """Promote a first deploy at once, or auto-promote after the delay; roll back after the promotion timeout.
+    Meanwhile keep `replicas` green routes (replacing failed ones) and finish draining older blue routes."""
     spec = deployment.strategy.blue_green_spec
     green = of_revision(routes, deployment.deploying_revision_id)
     all_healthy = sum(r.status is RouteStatus.HEALTHY for r in green) >= deployment.replicas
@@ -109,20 +122,37 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
     failure = replace_failed(deployment, green, timeout_at)
     if failure:
         return failure
+    due, next_drain = drains_due(routes, now)
+    missing = max(0, deployment.replicas - len(green))
+    if missing:
+        return Decision(
+            Outcome.WAIT,
+            f"started {missing} green route(s) to replace stopped ones",
+            Actions(create_routes=missing, create_revision_id=deployment.deploying_revision_id, terminate=_ids(due)),
+            recheck_at=earliest(timeout_at, next_drain),
+        )
+    promote_at = seconds_after(deployment.phase_started_at, spec.promote_delay_seconds) if spec.auto_promote else None
     if all_healthy and deployment.current_revision_id is None:
         return Decision(Outcome.SUCCESS, "first deploy: nothing to switch from", Actions(promote=True))
-    promote_at = seconds_after(deployment.phase_started_at, spec.promote_delay_seconds) if spec.auto_promote else None
     if all_healthy and promote_at is not None and now >= promote_at:
         return Decision(Outcome.SUCCESS, f"auto-promoting after {spec.promote_delay_seconds} s", Actions(promote=True))
-    due = [t for t in (promote_at, timeout_at) if t is not None]
-    return Decision(Outcome.WAIT, "awaiting promotion", recheck_at=min(due) if due else None)
+    # Only future times: a passed auto-promote time waits for the green routes to be healthy again (an event).
+    future = [t for t in (promote_at, timeout_at, next_drain) if t is not None and t > now]
+    message = f"drained {len(due)} old route(s) after the scale-down delay" if due else "awaiting promotion"
+    return Decision(Outcome.WAIT, message, Actions(terminate=_ids(due)), recheck_at=min(future, default=None))
 
 
 def roll_back(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
     """Stop every route of the abandoned revision. Blue-green: the old routes kept their traffic throughout.
     Rolling: roll back the same way forward, so that serving never drops below `replicas - maxUnavailable`."""
     if deployment.strategy.type is DeploymentStrategyType.ROLLING and deployment.current_revision_id is not None:
-        return rolling_step(deployment, routes, deployment.current_revision_id)
+        timeout = deployment.strategy.provisioning_timeout_seconds
+        deadline = seconds_after(deployment.phase_started_at, timeout)
+        if now >= deadline:
+            # READY's reconciliation stops what is left of the new revision and keeps restoring the old one.
+            return Decision(Outcome.EXPIRED, f"old revision not fully restored within {timeout} s; READY takes over")
+        step = rolling_step(deployment, routes, deployment.current_revision_id)
+        return Decision(step.outcome, step.message, step.actions, earliest(step.recheck_at, deadline), step.error_code)
     new_routes = of_revision(routes, deployment.deploying_revision_id)
     kept = "the current revision keeps serving" if deployment.current_revision_id else "nothing was serving"
     return Decision(
@@ -140,10 +170,12 @@ def destroy(deployment: Deployment, routes: Sequence[Route], now: datetime) -> D
 def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
     """READY: drain blue routes whose scale-down delay passed, keep `replicas` routes of the current revision,
     and share the traffic equally among those that serve."""
-    pending_drain = [r for r in not_stopping(routes) if r.terminate_after is not None]
-    due = [r for r in pending_drain if r.terminate_after is not None and r.terminate_after <= now]
-    later = [r.terminate_after for r in pending_drain if r.terminate_after is not None and r.terminate_after > now]
+    due, next_drain = drains_due(routes, now)
     current = [r for r in of_revision(routes, deployment.current_revision_id) if r.terminate_after is None]
+    # Live routes of another revision that are not kept warm (left by an abandoned step): nothing needs them.
+    strays = [
+        r for r in not_stopping(routes) if r.revision_id != deployment.current_revision_id and r.terminate_after is None
+    ]
     failed = [r for r in current if r.status is RouteStatus.FAILED_TO_START]
     live = [r for r in current if r.status in LIVE_ROUTE_STATUSES]
     surplus = drain_order(live)[: max(0, len(live) - deployment.replicas)]
@@ -156,7 +188,7 @@ def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime) ->
     if serving and active_now != {r.id: 1.0 / len(serving) for r in serving}:
         traffic = _ids(serving)
     actions = Actions(
-        terminate=_ids(due + failed + surplus),
+        terminate=_ids(due + strays + failed + surplus),
         create_routes=max(0, missing),
         create_revision_id=deployment.current_revision_id,
         traffic=traffic,
@@ -164,6 +196,8 @@ def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime) ->
     parts = []
     if due:
         parts.append(f"drained {len(due)} old route(s) after the scale-down delay")
+    if strays:
+        parts.append(f"stopped {len(strays)} route(s) of other revisions")
     if failed:
         parts.append(f"replacing {len(failed)} route(s) that failed to start")
     if surplus:
@@ -172,9 +206,7 @@ def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime) ->
         parts.append(f"started {missing} route(s)")
     if traffic:
         parts.append(f"{len(traffic)} route(s) share the traffic")
-    return Decision(
-        Outcome.WAIT, "; ".join(parts) or "nothing to do", actions, recheck_at=min(later) if later else None
-    )
+    return Decision(Outcome.WAIT, "; ".join(parts) or "nothing to do", actions, recheck_at=next_drain)
 
 
 def rolling_step(deployment: Deployment, routes: Sequence[Route], target_revision_id: str | None) -> Decision:
@@ -208,17 +240,22 @@ def rolling_step(deployment: Deployment, routes: Sequence[Route], target_revisio
     serving_count = sum(serving(r) for r in new + old)
     stop: list[Route] = []
     for r in drain_order(old):
-        if serving_count - serving(r) < minimum_serving:
-            break
-        stop.append(r)
-        serving_count -= serving(r)
+        if not serving(r):
+            stop.append(r)  # serves nothing: stopping it costs nothing and frees room for a new route
+        elif serving_count - 1 >= minimum_serving:
+            stop.append(r)
+            serving_count -= 1
     total = len(new) + len(old) - len(stop)
     room = deployment.replicas + surge - total if old else deployment.replicas - len(new)
     create = max(0, min(deployment.replicas - len(new), room))
 
-    takes_traffic = [r for r in new if r.status in SERVING] + [
-        r for r in old if r not in stop and r.status in SERVING and r.traffic_status is RouteTrafficStatus.ACTIVE
-    ]
+    # New routes earn traffic by being HEALTHY; a route that already has traffic keeps it while DEGRADED.
+    takes_traffic = [
+        r
+        for r in new
+        if r.status is RouteStatus.HEALTHY
+        or (r.status is RouteStatus.DEGRADED and r.traffic_status is RouteTrafficStatus.ACTIVE)
+    ] + [r for r in old if r not in stop and r.status in SERVING and r.traffic_status is RouteTrafficStatus.ACTIVE]
     active_now = {r.id: r.traffic_ratio for r in routes if r.traffic_status is RouteTrafficStatus.ACTIVE}
     traffic = (
         _ids(takes_traffic)

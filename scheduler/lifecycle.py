@@ -71,13 +71,14 @@ TRANSITIONS: dict[tuple[L, S | None, DeploymentStrategyType | None], Transition]
         handlers.await_promotion, "promotion",
         success=Target((L.READY, None), swap=True), expired=ROLL_BACK, give_up=ROLL_BACK,
     ),
+    # A rollback and a destroy never give up: they retry with backoff until they succeed.
     (L.DEPLOYING, S.DEPLOYING_ROLLING_BACK, None): Transition(
-        handlers.roll_back, "rollback", success=RESTORE, expired=RESTORE, give_up=RESTORE,
+        handlers.roll_back, "rollback", success=RESTORE, expired=RESTORE, give_up=STAY,
     ),
     (L.READY, None, None): Transition(handlers.reconcile, "reconcile", success=STAY, expired=STAY, give_up=STAY),
     (L.DESTROYING, None, None): Transition(
         handlers.destroy, "destroy",
-        success=Target((L.DESTROYED, None)), expired=Target((L.DESTROYED, None)), give_up=Target((L.DESTROYED, None)),
+        success=Target((L.DESTROYED, None)), expired=Target((L.DESTROYED, None)), give_up=STAY,
     ),
 }  # fmt: skip
 

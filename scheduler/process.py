@@ -8,8 +8,12 @@ import signal
 import asyncpg
 from databases import Database
 
+from scheduler import probes, runtime
+from scheduler.probes import HealthChecker
 from scheduler.runner import step
+from scheduler.runtime import ProcessRuntime
 from store import notifications
+from switchover.settings import Settings
 
 log = logging.getLogger("switchover.scheduler")
 
@@ -48,15 +52,31 @@ async def _first(*events: asyncio.Event) -> None:
             w.cancel()
 
 
-async def main(db: Database, url: str, *, poll_interval: float) -> None:
+async def main(db: Database, url: str, settings: Settings) -> None:
+    """The lifecycle loop, plus health checks, plus (with the process runtime) the local replicas."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await db.connect()
     try:
-        log.info("scheduler started (poll interval %.2f s)", poll_interval)
-        await run(db, url, poll_interval=poll_interval, stop=stop)
+        log.info(
+            "scheduler started (runtime %s, poll interval %.2f s)", settings.runtime, settings.poll_interval_seconds
+        )
+        checker = HealthChecker(
+            db,
+            timeout_seconds=settings.health_timeout_seconds,
+            healthy_after=settings.healthy_after,
+            unhealthy_after=settings.unhealthy_after,
+        )
+        loops = [
+            run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop),
+            probes.run(checker, interval=settings.health_interval_seconds, stop=stop),
+        ]
+        if settings.runtime == "process":
+            replicas = ProcessRuntime(db, stop_grace_seconds=settings.stop_grace_seconds)
+            loops.append(runtime.run(replicas, interval=min(0.5, settings.health_interval_seconds), stop=stop))
+        await asyncio.gather(*loops)
         log.info("scheduler stopped")
     finally:
         await db.disconnect()

@@ -117,9 +117,19 @@ async def record_failure(db: Database, deployment: Deployment, exc: Exception) -
     code = exc.code if isinstance(exc, StoreError) else "HANDLER_ERROR"
     async with db.transaction():
         claim = await scheduling.claim(db, deployment.id)
-        transition = None if claim is None else transition_for(claim.deployment)
-        if claim is None or transition is None:
-            return  # another scheduler holds it now, or there is nothing left to retry
+        if claim is None or (
+            claim.deployment.lifecycle,
+            claim.deployment.sub_step,
+            claim.deployment.phase_started_at,
+        ) != (
+            deployment.lifecycle,
+            deployment.sub_step,
+            deployment.phase_started_at,
+        ):
+            return  # another scheduler holds it, or it moved on meanwhile: the failure belongs to a past phase
+        transition = transition_for(claim.deployment)
+        if transition is None:
+            return
         retry_at = scheduling.backoff(claim.now, claim.deployment.attempts + 1)
         message = f"{type(exc).__name__}: {exc}"[:500]
         await apply(db, claim, transition, Decision(Outcome.NEED_RETRY, message, recheck_at=retry_at, error_code=code))

@@ -344,6 +344,9 @@ async def report_route_health(
         )
         assert updated_row is not None
         updated = records.route(updated_row)
+        if route.traffic_status is RouteTrafficStatus.ACTIVE and updated.traffic_status is RouteTrafficStatus.INACTIVE:
+            # A route that stopped took its share with it: the others share all the traffic again.
+            await db.execute(QUERIES["share_traffic_equally"], {"deployment_id": deployment.id})
         if updated.status is not route.status:
             state = state_of(deployment)
             await history.record(

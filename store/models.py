@@ -164,6 +164,7 @@ class Route:
     traffic_status: RouteTrafficStatus
     traffic_ratio: float
     endpoint_url: str | None
+    runtime_ref: str | None
     terminate_after: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -235,3 +235,44 @@ SET strategy_type = :strategy_type, auto_promote = :auto_promote, promote_delay_
     provisioning_timeout_seconds = :provisioning_timeout_seconds, max_retries = :max_retries, updated_at = now()
 WHERE id = :id
 RETURNING *
+
+-- Runtime: the local process runtime and the health checker. These touch one route row at a time and never wait
+-- for a lock (SKIP LOCKED), so they cannot deadlock with the lifecycle's deployment-then-routes order.
+
+-- name: claim_routes_to_start
+SELECT r.*, v.image, v.number AS revision_number, v.env, v.health_check_path
+FROM routes r JOIN revisions v ON v.id = r.revision_id
+WHERE r.status = 'PROVISIONING' AND r.runtime_ref IS NULL
+ORDER BY r.seq
+LIMIT :limit
+FOR UPDATE OF r SKIP LOCKED
+
+-- name: attach_runtime
+UPDATE routes SET runtime_ref = :runtime_ref, endpoint_url = :endpoint_url, updated_at = now()
+WHERE id = :id
+RETURNING *
+
+-- name: routes_with_runtime
+-- Routes a runtime may have to watch or stop: every route not TERMINATED that has a process or must stop.
+SELECT r.*, v.health_check_path
+FROM routes r JOIN revisions v ON v.id = r.revision_id
+WHERE r.status <> 'TERMINATED' AND (r.runtime_ref IS NOT NULL OR r.status = 'TERMINATING')
+ORDER BY r.seq
+
+-- name: routes_to_probe
+SELECT r.*, v.health_check_path
+FROM routes r JOIN revisions v ON v.id = r.revision_id
+WHERE r.status IN ('PROVISIONING', 'HEALTHY', 'UNHEALTHY', 'DEGRADED') AND r.endpoint_url IS NOT NULL
+ORDER BY r.seq
+
+-- name: traffic_table
+-- Where each live deployment's traffic goes now, by name (the proxy's routing table).
+SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio
+FROM deployments d JOIN routes r ON r.deployment_id = d.id
+WHERE d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE' AND r.endpoint_url IS NOT NULL
+ORDER BY d.seq, r.seq
+
+-- name: share_traffic_equally
+UPDATE routes
+SET traffic_ratio = 1.0 / (SELECT count(*) FROM routes WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE')
+WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE'

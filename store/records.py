@@ -109,6 +109,7 @@ def route(row: Row) -> Route:
         traffic_status=RouteTrafficStatus(row["traffic_status"]),
         traffic_ratio=row["traffic_ratio"],
         endpoint_url=row["endpoint_url"],
+        runtime_ref=row["runtime_ref"],
         terminate_after=row["terminate_after"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

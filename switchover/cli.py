@@ -77,7 +77,21 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     url = database_url(settings)
     _check_schema_or_exit(url)
     db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)
-    asyncio.run(main(db, url, poll_interval=settings.poll_interval_seconds))
+    asyncio.run(main(db, url, settings))
+    return 0
+
+
+def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from store.database import open_database
+    from switchover.proxy import create_proxy
+
+    exit_cleanly_on_sigterm()
+    url = database_url(settings)
+    _check_schema_or_exit(url)
+    db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)
+    uvicorn.run(create_proxy(db, url), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -99,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
 
     scheduler = commands.add_parser("scheduler", help="run the lifecycle scheduler (any number may run at once)")
     scheduler.set_defaults(run=cmd_scheduler)
+
+    proxy = commands.add_parser("proxy", help="forward /{deployment}/... to the routes that take its traffic")
+    proxy.add_argument("--host", default="127.0.0.1")
+    proxy.add_argument("--port", type=int, default=8080)
+    proxy.set_defaults(run=cmd_proxy)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=cmd_migrate)

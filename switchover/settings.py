@@ -38,13 +38,35 @@ class Settings:
     # Scheduler: how often it looks for due work when nothing wakes it.
     poll_interval_seconds: float = 0.5
     statement_timeout_ms: int = 10_000
+    # Who starts replicas: `external` (an orchestrator reports health) or `process` (local replica processes).
+    runtime: str = "external"
+    health_interval_seconds: float = 1.0
+    health_timeout_seconds: float = 1.0
+    healthy_after: int = 2  # consecutive successful probes
+    unhealthy_after: int = 3  # consecutive failed probes
+    stop_grace_seconds: float = 5.0  # between SIGTERM and SIGKILL
+
+
+def _runtime(embedded: bool) -> str:
+    raw = os.environ.get("SWITCHOVER_RUNTIME") or ("process" if embedded else "external")
+    if raw not in ("external", "process"):
+        raise SystemExit(f"SWITCHOVER_RUNTIME must be external or process, got {raw!r}")
+    return raw
 
 
 def from_environment() -> Settings:
+    database_url = os.environ.get("DATABASE_URL") or None
     return Settings(
-        database_url=os.environ.get("DATABASE_URL") or None,
+        database_url=database_url,
         data_dir=Path(os.environ.get("SWITCHOVER_DATA_DIR") or ".switchover"),
         introspection=_flag("SWITCHOVER_INTROSPECTION", True),
         poll_interval_seconds=_float("SWITCHOVER_POLL_INTERVAL", 0.5),
         statement_timeout_ms=int(_float("SWITCHOVER_STATEMENT_TIMEOUT_MS", 10_000)),
+        # The embedded default is a machine with nothing else on it: replicas run as local processes.
+        runtime=_runtime(embedded=database_url is None),
+        health_interval_seconds=_float("SWITCHOVER_HEALTH_INTERVAL", 1.0),
+        health_timeout_seconds=_float("SWITCHOVER_HEALTH_TIMEOUT", 1.0),
+        healthy_after=int(_float("SWITCHOVER_HEALTHY_AFTER", 2)),
+        unhealthy_after=int(_float("SWITCHOVER_UNHEALTHY_AFTER", 3)),
+        stop_grace_seconds=_float("SWITCHOVER_STOP_GRACE", 5.0),
     )

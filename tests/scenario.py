@@ -63,12 +63,12 @@ class Scenario:
         self.id = created.id
         return self
 
-    async def add_revision(self) -> str:
+    async def add_revision(self, env: dict[str, str] | None = None) -> str:
         revision = await deployments.add_revision(
             self.db,
             deployment_id=self.id,
             image=f"model:{len(self.revisions) + 1}",
-            env=None,
+            env=env,
             health_check_path=None,
             actor="alice",
         )

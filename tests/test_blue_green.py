@@ -422,3 +422,72 @@ async def test_a_terminated_route_takes_no_more_reports(scenario: Scenario, db: 
         await lifecycle.report_route_health(db, route.id, RouteStatus.HEALTHY, actor="orchestrator")
 
     assert await snapshot(db) == before
+
+
+async def test_a_passed_auto_promote_time_does_not_spin_the_scheduler(scenario: Scenario) -> None:
+    await scenario.given_deployment(replicas=2, strategy=blue_green(auto_promote=True, promote_delay_seconds=60))
+    await scenario.ready_on_first_revision()
+    await scenario.deploy()
+    await scenario.tick()
+    await scenario.healthy(revision=2)
+    await scenario.tick()
+    await scenario.report(RouteStatus.DEGRADED, revision=2, count=1)
+    await scenario.shift_time(61)
+
+    steps = await scenario.tick()
+
+    assert steps <= 2  # it looks once, then waits for the green route to be healthy again
+    assert await scenario.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION"
+    await scenario.healthy(revision=2)
+    await scenario.tick()
+    assert await scenario.state() == "READY"
+
+
+async def test_a_blue_route_that_dies_during_a_rollout_leaves_its_share_to_the_others(scenario: Scenario) -> None:
+    await scenario.given_deployment(replicas=2)
+    await scenario.ready_on_first_revision()
+    await scenario.deploy()
+    await scenario.tick()
+
+    await scenario.report(RouteStatus.FAILED_TO_START, revision=1, count=1)
+
+    active = await scenario.routes(traffic=RouteTrafficStatus.ACTIVE)
+    assert [r.traffic_ratio for r in active] == [1.0]
+
+
+async def test_green_routes_stopped_while_awaiting_promotion_are_started_again(scenario: Scenario) -> None:
+    await scenario.given_deployment(replicas=2)
+    await scenario.ready_on_first_revision()
+    await scenario.deploy()
+    await scenario.tick()
+    await scenario.healthy(revision=2)
+    await scenario.tick()
+    [gone, _] = await scenario.routes(revision=2)
+
+    await lifecycle.report_route_health(scenario.db, gone.id, RouteStatus.TERMINATED, actor="orchestrator")
+    await scenario.tick()
+
+    assert len(await scenario.live_routes(revision=2)) == 2
+    await scenario.healthy(revision=2)
+    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    assert await scenario.active_revisions() == [2, 2]
+
+
+async def test_old_blue_routes_still_draining_when_the_next_rollout_starts_are_drained_on_time(
+    scenario: Scenario,
+) -> None:
+    await scenario.given_deployment(replicas=1, strategy=blue_green(scale_down_delay_seconds=30))
+    await scenario.ready_on_first_revision()
+    await scenario.deploy()
+    await scenario.tick()
+    await scenario.healthy(revision=2)
+    await scenario.tick()
+    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    await scenario.deploy()  # revision 3 starts while revision 1 is still kept warm
+    await scenario.tick()
+
+    await scenario.shift_time(30)
+    await scenario.tick()
+
+    assert [r.status for r in await scenario.routes(revision=1)] == [RouteStatus.TERMINATING]
+    assert await scenario.state() == "DEPLOYING/DEPLOYING_PROVISIONING"

@@ -122,7 +122,7 @@ async def test_among_equally_healthy_old_routes_the_oldest_drains_first(scenario
     assert stopped == [old[0].id]
 
 
-async def test_no_old_route_stops_while_too_few_serve(scenario: Scenario) -> None:
+async def test_old_routes_that_serve_nothing_stop_even_while_too_few_serve(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=3, strategy=rolling(count(1), count(1)))
     await scenario.ready_on_first_revision()
     old = await scenario.routes(revision=1)
@@ -132,8 +132,32 @@ async def test_no_old_route_stops_while_too_few_serve(scenario: Scenario) -> Non
     await scenario.deploy()
     await scenario.tick()
 
-    assert [r.status for r in await scenario.routes(revision=1)] == [RouteStatus.HEALTHY] + [RouteStatus.UNHEALTHY] * 2
-    assert len(await scenario.live_routes(revision=2)) == 1  # the surge still lets a new route start
+    # Only one old route serves (fewer than replicas - unavailable = 2): it stays; the unhealthy ones make room.
+    assert [r.status for r in await scenario.routes(revision=1)] == [RouteStatus.HEALTHY] + [
+        RouteStatus.TERMINATING
+    ] * 2
+    assert len(await scenario.live_routes(revision=2)) == 3
+
+
+async def test_a_rolling_rollback_that_cannot_restore_in_time_hands_over_to_ready(scenario: Scenario) -> None:
+    await scenario.given_deployment(replicas=2, strategy=rolling(count(1), count(0), provisioning_timeout_seconds=60))
+    await scenario.ready_on_first_revision()
+    await scenario.deploy()
+    await scenario.tick()
+    await scenario.healthy(revision=2)
+    await scenario.tick()
+    await lifecycle.begin_rollback(scenario.db, scenario.id, actor="bob")
+    await scenario.tick()
+    await scenario.report(RouteStatus.DEGRADED, revision=1)  # the old revision comes back degraded, never healthy
+    await scenario.tick()
+    assert await scenario.state() == "DEPLOYING/DEPLOYING_ROLLING_BACK"
+
+    await scenario.shift_time(60)
+    await scenario.tick()
+
+    assert await scenario.state() == "READY"
+    assert await scenario.live_routes(revision=2) == []
+    assert (await scenario.history())[-1] == "reconcile SUCCESS"
 
 
 async def test_failed_new_routes_are_replaced_then_the_rollout_rolls_back_keeping_capacity(scenario: Scenario) -> None:

@@ -76,6 +76,8 @@ CREATE TABLE routes (
     traffic_status      text NOT NULL DEFAULT 'INACTIVE' CHECK (traffic_status IN ('ACTIVE', 'INACTIVE')),
     traffic_ratio       double precision NOT NULL DEFAULT 0 CHECK (traffic_ratio BETWEEN 0 AND 1),
     endpoint_url        text,
+    -- Which local process runs this route (process runtime): opaque to everything but the runtime.
+    runtime_ref         text,
     -- Set on blue routes at promotion: when they stop being kept warm for an instant revert.
     terminate_after     timestamptz,
     created_at          timestamptz NOT NULL DEFAULT now(),

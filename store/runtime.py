@@ -1,0 +1,71 @@
+"""What route runtimes and health checks ask of the store."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from databases import Database
+
+from store import records
+from store.models import Route
+from store.queries import QUERIES
+
+
+@dataclass
+class RouteToStart:
+    route: Route
+    image: str
+    revision_number: int
+    env: dict[str, Any]
+    health_check_path: str
+
+
+@dataclass
+class WatchedRoute:
+    route: Route
+    health_check_path: str
+
+
+async def claim_routes_to_start(db: Database, *, limit: int = 20) -> list[RouteToStart]:
+    """PROVISIONING routes nobody has started yet, locked until the caller's transaction ends."""
+    rows = await db.fetch_all(QUERIES["claim_routes_to_start"], {"limit": limit})
+    return [
+        RouteToStart(records.route(r), r["image"], r["revision_number"], r["env"], r["health_check_path"]) for r in rows
+    ]
+
+
+async def attach_runtime(db: Database, route_id: str, *, runtime_ref: str, endpoint_url: str) -> Route:
+    row = await db.fetch_one(
+        QUERIES["attach_runtime"], {"id": route_id, "runtime_ref": runtime_ref, "endpoint_url": endpoint_url}
+    )
+    assert row is not None
+    return records.route(row)
+
+
+async def routes_with_runtime(db: Database) -> list[WatchedRoute]:
+    rows = await db.fetch_all(QUERIES["routes_with_runtime"])
+    return [WatchedRoute(records.route(r), r["health_check_path"]) for r in rows]
+
+
+async def routes_to_probe(db: Database) -> list[WatchedRoute]:
+    rows = await db.fetch_all(QUERIES["routes_to_probe"])
+    return [WatchedRoute(records.route(r), r["health_check_path"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Destination:
+    route_id: str
+    endpoint_url: str
+    traffic_ratio: float
+
+
+async def traffic_table(db: Database) -> dict[str, list[Destination]]:
+    """Deployment name to the ACTIVE routes that share its traffic."""
+    table: dict[str, list[Destination]] = {}
+    owners: dict[str, Any] = {}
+    for row in await db.fetch_all(QUERIES["traffic_table"]):
+        # Names are unique per project only: the oldest live deployment of a name owns the path.
+        if owners.setdefault(row["name"], row["deployment_id"]) != row["deployment_id"]:
+            continue
+        destination = Destination(str(row["route_id"]), row["endpoint_url"], row["traffic_ratio"])
+        table.setdefault(row["name"], []).append(destination)
+    return table

@@ -1,0 +1,111 @@
+"""The process runtime and HTTP health checks: real replica processes, real probes."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from scheduler.runtime import ProcessRuntime, replica_alive
+from store import lifecycle
+from store.models import RouteStatus
+from tests.runtime_helpers import Machine
+from tests.scenario import Scenario, blue_green
+
+
+@pytest.fixture
+async def machine(scenario: Scenario) -> AsyncIterator[Machine]:
+    m = Machine(scenario)
+    try:
+        yield m
+    finally:
+        m.runtime.stop_all_started_here()
+
+
+def pid_of(route: Any) -> int:
+    return int(route.runtime_ref.removeprefix("pid:"))
+
+
+async def test_a_route_runs_as_a_process_becomes_healthy_by_probes_and_stops_on_drain(
+    scenario: Scenario, machine: Machine
+) -> None:
+    await scenario.given_deployment(replicas=1, strategy=blue_green(scale_down_delay_seconds=0))
+    await scenario.deploy()
+    await machine.until_state("READY")
+    [blue] = await scenario.routes(revision=1)
+    assert blue.endpoint_url is not None and blue.endpoint_url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient() as client:
+        answer = (await client.post(f"{blue.endpoint_url}/v1/predict", content=b"x")).json()
+    assert (answer["image"], answer["revision"], answer["route"]) == ("model:1", 1, blue.id)
+    history = await scenario.history()
+    assert "route_health SUCCESS" in history  # PROVISIONING -> HEALTHY came from a probe
+
+    await scenario.deploy()
+    await machine.until_state("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
+    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+
+    async def blue_stopped() -> bool:
+        [route] = await scenario.routes(revision=1)
+        return route.status is RouteStatus.TERMINATED
+
+    await machine.until(blue_stopped)
+    assert not replica_alive(pid_of(blue), blue.id)
+    [green] = await scenario.routes(revision=2)
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(f"{green.endpoint_url}/v1/predict", content=b"x")).json()["revision"] == 2
+
+
+async def test_a_replica_that_fails_to_start_is_retried_then_the_rollout_rolls_back(
+    scenario: Scenario, machine: Machine
+) -> None:
+    await scenario.given_deployment(replicas=1, strategy=blue_green(max_retries=1))
+    await scenario.deploy()
+    await machine.until_state("READY")
+    broken = await scenario.add_revision(env={"REPLICA_FAIL_TO_START": "1"})
+    await scenario.deploy(broken)
+
+    await machine.until_state("READY")
+
+    history = await scenario.history()
+    assert "provision GIVE_UP PROVISIONING -> ROLLING_BACK" in history
+    assert (await scenario.deployment()).current_revision_id == scenario.revisions[0]
+    assert await scenario.active_revisions() == [1]
+
+
+async def test_a_replica_that_dies_becomes_unhealthy_and_loses_its_traffic(
+    scenario: Scenario, machine: Machine
+) -> None:
+    await scenario.given_deployment(replicas=2)
+    await scenario.deploy()
+    await machine.until_state("READY")
+    first, second = await scenario.routes(revision=1)
+
+    psutil.Process(pid_of(first)).kill()
+
+    async def reported() -> bool:
+        return (await scenario.routes(revision=1))[0].status is RouteStatus.UNHEALTHY
+
+    await machine.until(reported)
+    await machine.turn()
+    assert [
+        r.id for r in await scenario.routes(traffic=__import__("store.models").models.RouteTrafficStatus.ACTIVE)
+    ] == [second.id]
+
+
+async def test_a_restarted_runtime_adopts_running_replicas_instead_of_starting_them_again(
+    scenario: Scenario, machine: Machine
+) -> None:
+    await scenario.given_deployment(replicas=2)
+    await scenario.deploy()
+    await machine.until_state("READY")
+    before = {r.id: r.runtime_ref for r in await scenario.routes()}
+
+    restarted = ProcessRuntime(scenario.db)  # a new scheduler process knows nothing but the database
+    await restarted.run_once()
+    await restarted.run_once()
+
+    after = await scenario.routes()
+    assert {r.id: r.runtime_ref for r in after} == before
+    assert [r.status for r in after] == [RouteStatus.HEALTHY, RouteStatus.HEALTHY]
+    assert restarted.children == {}
