@@ -19,7 +19,7 @@ from databases import Database
 
 from store import lifecycle, runtime
 from store.errors import InvalidState
-from store.models import RouteStatus
+from store.models import Route, RouteStatus
 
 log = logging.getLogger("switchover.runtime")
 ACTOR = "runtime"
@@ -111,12 +111,21 @@ class ProcessRuntime:
                 else:
                     await self._report(route.id, RouteStatus.TERMINATED)
             elif not alive:
-                died = (
-                    RouteStatus.FAILED_TO_START if route.status is RouteStatus.PROVISIONING else RouteStatus.UNHEALTHY
-                )
-                if route.status is not died:
-                    log.warning("replica of route %s (pid %s) is gone", route.id, pid)
-                    await self._report(route.id, died)
+                await self._replica_gone(route)
+
+    async def _replica_gone(self, route: Route) -> None:
+        """A replica that never came up failed to start; one that served is first reported UNHEALTHY, then
+        restarted in place (back to PROVISIONING, like a container restart), so capacity comes back."""
+        if route.status is RouteStatus.PROVISIONING:
+            log.warning("replica of route %s exited before it became healthy", route.id)
+            await self._report(route.id, RouteStatus.FAILED_TO_START)
+        elif route.status is not RouteStatus.UNHEALTHY:
+            log.warning("replica of route %s is gone", route.id)
+            await self._report(route.id, RouteStatus.UNHEALTHY)
+        else:
+            log.info("restarting the replica of route %s", route.id)
+            await runtime.detach_runtime(self.db, route.id)
+            await self._report(route.id, RouteStatus.PROVISIONING)
 
     def _stop(self, pid: int) -> None:
         now = time.monotonic()

@@ -276,3 +276,7 @@ ORDER BY d.seq, r.seq
 UPDATE routes
 SET traffic_ratio = 1.0 / (SELECT count(*) FROM routes WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE')
 WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE'
+
+-- name: detach_runtime
+UPDATE routes SET runtime_ref = NULL, endpoint_url = NULL, updated_at = now()
+WHERE id = :id AND status NOT IN ('TERMINATING', 'TERMINATED')

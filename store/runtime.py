@@ -41,6 +41,11 @@ async def attach_runtime(db: Database, route_id: str, *, runtime_ref: str, endpo
     return records.route(row)
 
 
+async def detach_runtime(db: Database, route_id: str) -> None:
+    """Forget a route's dead process, so that the runtime starts a new one."""
+    await db.execute(QUERIES["detach_runtime"], {"id": route_id})
+
+
 async def routes_with_runtime(db: Database) -> list[WatchedRoute]:
     rows = await db.fetch_all(QUERIES["routes_with_runtime"])
     return [WatchedRoute(records.route(r), r["health_check_path"]) for r in rows]

@@ -7,9 +7,10 @@ import httpx
 import psutil
 import pytest
 
+from scheduler.runner import run_once
 from scheduler.runtime import ProcessRuntime, replica_alive
 from store import lifecycle
-from store.models import RouteStatus
+from store.models import RouteStatus, RouteTrafficStatus
 from tests.runtime_helpers import Machine
 from tests.scenario import Scenario, blue_green
 
@@ -73,7 +74,7 @@ async def test_a_replica_that_fails_to_start_is_retried_then_the_rollout_rolls_b
     assert await scenario.active_revisions() == [1]
 
 
-async def test_a_replica_that_dies_becomes_unhealthy_and_loses_its_traffic(
+async def test_a_replica_that_dies_becomes_unhealthy_loses_its_traffic_then_is_restarted(
     scenario: Scenario, machine: Machine
 ) -> None:
     await scenario.given_deployment(replicas=2)
@@ -87,10 +88,16 @@ async def test_a_replica_that_dies_becomes_unhealthy_and_loses_its_traffic(
         return (await scenario.routes(revision=1))[0].status is RouteStatus.UNHEALTHY
 
     await machine.until(reported)
-    await machine.turn()
-    assert [
-        r.id for r in await scenario.routes(traffic=__import__("store.models").models.RouteTrafficStatus.ACTIVE)
-    ] == [second.id]
+    await run_once(scenario.db)
+    assert [r.id for r in await scenario.routes(traffic=RouteTrafficStatus.ACTIVE)] == [second.id]
+
+    async def serving_again() -> bool:
+        return len(await scenario.routes(traffic=RouteTrafficStatus.ACTIVE)) == 2
+
+    await machine.until(serving_again)
+    restarted = (await scenario.routes(revision=1))[0]
+    assert restarted.id == first.id and restarted.runtime_ref != first.runtime_ref
+    assert restarted.status is RouteStatus.HEALTHY
 
 
 async def test_a_restarted_runtime_adopts_running_replicas_instead_of_starting_them_again(
