@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+NODE_DEPS := federation/node_modules/.package-lock.json
 
-.PHONY: run test lint clean
+.PHONY: run test lint compose clean
 
 $(BIN)/switchover: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,10 +12,15 @@ $(BIN)/switchover: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Gateways, composition and graphql-inspector for the federation tests (versions pinned by the lockfile).
+$(NODE_DEPS): federation/package.json federation/package-lock.json
+	npm ci --prefix federation --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: $(BIN)/switchover
 	$(BIN)/python -m switchover.demo
 
-test: $(BIN)/switchover
+test: $(BIN)/switchover $(NODE_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -22,5 +28,8 @@ lint: $(BIN)/switchover
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+compose: $(BIN)/switchover $(NODE_DEPS)
+	$(BIN)/switchover schema compose
+
 clean:
-	rm -rf $(VENV) .switchover .pytest_cache
+	rm -rf $(VENV) .switchover .pytest_cache federation/node_modules

@@ -1,6 +1,7 @@
 """The Starlette application: GraphQL, health, readiness."""
 
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -9,9 +10,11 @@ from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLHTTPHandler
 from databases import Database
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from resolvers import make_schema
 from resolvers.context import Context
@@ -26,6 +29,32 @@ class HTTPHandler(GraphQLHTTPHandler):
         # Parse and validation failures keep 400.
         status = HTTPStatus.OK if "data" in result else HTTPStatus.BAD_REQUEST
         return JSONResponse(result, status_code=status)
+
+
+class RouterOnly:
+    """Refuse requests that did not come through the router: it adds the shared secret, clients do not know it.
+
+    (An ASGI class, not a function: Starlette routes treat plain functions as request handlers.)
+    """
+
+    def __init__(self, app: ASGIApp, secret: str) -> None:
+        self.app = app
+        self.expected = secret.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        given = Headers(scope=scope).get("router-secret", "").encode()
+        if scope["type"] == "http" and not hmac.compare_digest(given, self.expected):
+            refusal = {
+                "errors": [
+                    {
+                        "message": "this subgraph answers only through the router (missing or wrong router-secret)",
+                        "extensions": {"code": "FORBIDDEN"},
+                    }
+                ]
+            }
+            await JSONResponse(refusal, status_code=HTTPStatus.FORBIDDEN)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, db: Database) -> Starlette:
@@ -67,7 +96,11 @@ def create_app(settings: Settings, db: Database) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                RouterOnly(graphql, settings.router_secret) if settings.router_secret else graphql,
+                methods=["GET", "POST"],
+            ),
             Route("/health", health),
             Route("/ready", ready),
         ],

@@ -102,6 +102,28 @@ def cmd_schema_print(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema_check(settings: Settings, args: argparse.Namespace) -> int:
+    from switchover.schema_tools import check
+
+    return check(args.against)
+
+
+def cmd_schema_compose(settings: Settings, args: argparse.Namespace) -> int:
+    from switchover.schema_tools import ROOT, compose
+
+    composed = compose()
+    target = ROOT / "supergraph.graphql"
+    if args.check:
+        if not target.exists() or target.read_text() != composed:
+            print("supergraph.graphql is stale: run `switchover schema compose` and commit it", file=sys.stderr)
+            return 1
+        print("supergraph.graphql is up to date")
+        return 0
+    target.write_text(composed)
+    print(f"wrote {target}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="switchover", description="Blue-green and rolling deployments control plane.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -126,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)
     schema_print = schema_commands.add_parser("print", help="print the SDL as served by `_service { sdl }`")
     schema_print.set_defaults(run=cmd_schema_print)
+    schema_check = schema_commands.add_parser("check", help="breaking and dangerous changes against a git ref or file")
+    schema_check.add_argument("--against", required=True, help="a git ref (e.g. origin/main, HEAD~1) or an SDL file")
+    schema_check.set_defaults(run=cmd_schema_check)
+    schema_compose = schema_commands.add_parser("compose", help="compose supergraph.yaml into supergraph.graphql")
+    schema_compose.add_argument("--check", action="store_true", help="fail if the committed file is stale")
+    schema_compose.set_defaults(run=cmd_schema_compose)
     return top
 
 

@@ -35,6 +35,8 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".switchover")
     introspection: bool = True
+    # When set, /graphql answers only requests carrying it in the `router-secret` header (the router adds it).
+    router_secret: str | None = None
     # Scheduler: how often it looks for due work when nothing wakes it.
     poll_interval_seconds: float = 0.5
     statement_timeout_ms: int = 10_000
@@ -60,6 +62,7 @@ def from_environment() -> Settings:
         database_url=database_url,
         data_dir=Path(os.environ.get("SWITCHOVER_DATA_DIR") or ".switchover"),
         introspection=_flag("SWITCHOVER_INTROSPECTION", True),
+        router_secret=os.environ.get("SWITCHOVER_ROUTER_SECRET") or None,
         poll_interval_seconds=_float("SWITCHOVER_POLL_INTERVAL", 0.5),
         statement_timeout_ms=int(_float("SWITCHOVER_STATEMENT_TIMEOUT_MS", 10_000)),
         # The embedded default is a machine with nothing else on it: replicas run as local processes.

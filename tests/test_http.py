@@ -2,7 +2,11 @@
 
 from typing import Any
 
+import httpx
 import pytest
+
+from switchover.app import create_app
+from switchover.settings import Settings
 
 
 async def test_health_and_ready(client: Any) -> None:
@@ -68,3 +72,16 @@ async def test_oneof_is_enforced_by_the_subgraph(client: Any) -> None:
     response = await client.post("/graphql", json={"query": query})
     assert response.json()["errors"][0]["extensions"]["code"] in ("GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT")
     assert response.json().get("data") is None
+
+
+async def test_with_a_router_secret_only_requests_carrying_it_are_answered(db: Any, database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, router_secret="s3cret"), db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
+        query = {"query": "{ __typename }"}
+        missing = await c.post("/graphql", json=query)
+        wrong = await c.post("/graphql", json=query, headers={"router-secret": "s3cre7"})
+        right = await c.post("/graphql", json=query, headers={"router-secret": "s3cret"})
+        health = await c.get("/health")
+
+    assert (missing.status_code, wrong.status_code, right.status_code, health.status_code) == (403, 403, 200, 200)
+    assert missing.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
