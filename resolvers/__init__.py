@@ -5,6 +5,7 @@ from ariadne.contrib.federation import make_federated_schema
 from graphql import GraphQLSchema
 
 from resolvers.entities import deployment_type, project_type, revision_type, route_type
+from resolvers.limits import cap_entities
 from resolvers.mutation import mutation
 from resolvers.query import query
 from resolvers.scalars import datetime_scalar, json_scalar
@@ -28,8 +29,8 @@ def type_defs() -> str:
     return load_schema_from_path(str(SCHEMA_DIR))
 
 
-def make_schema() -> GraphQLSchema:
-    return make_federated_schema(
+def make_schema(*, max_representations: int = 100) -> GraphQLSchema:
+    schema = make_federated_schema(
         type_defs(),
         query,
         mutation,
@@ -42,3 +43,5 @@ def make_schema() -> GraphQLSchema:
         *ENUMS,
         convert_names_case=True,
     )
+    cap_entities(schema, max_representations)
+    return schema

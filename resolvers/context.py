@@ -9,6 +9,10 @@ from aiodataloader import DataLoader
 from databases import Database
 from graphql import GraphQLResolveInfo
 
+from resolvers.auth import Principal, require_change, require_read
+from store import reads
+from store.errors import Unauthenticated
+from store.models import Deployment, Revision, Route
 from store.validation import canonical_id
 
 Options = tuple[tuple[str, Hashable], ...]
@@ -38,8 +42,38 @@ def batching_loader(db: Database, fetch: Fetch) -> DataLoader:
 @dataclass
 class Context:
     db: Database
-    actor: str
+    principal: Principal
+    # Set when the request's credentials were refused; root fields then answer with it.
+    auth_error: Unauthenticated | None = None
     loaders: dict[Fetch, DataLoader] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str:
+        """Who history records: the token's subject."""
+        return self.principal.sub
+
+    async def readable(self, deployment: Deployment | None) -> Deployment | None:
+        """The deployment, if the caller may read it (FORBIDDEN otherwise)."""
+        if deployment is not None:
+            require_read(self.principal, deployment.project_id)
+        return deployment
+
+    async def readable_via(self, record: Revision | Route | None) -> Any:
+        """A revision or route, if the caller may read its deployment."""
+        if record is not None:
+            await self.readable(await self.load(reads.deployments_by_ids, record.deployment_id))
+        return record
+
+    async def may_change(self, deployment_id: str) -> None:
+        """Refuse (FORBIDDEN) unless the caller may change this deployment; an unknown id is left to the store."""
+        deployment = await self.load(reads.deployments_by_ids, deployment_id)
+        if deployment is not None:
+            require_change(self.principal, deployment.project_id)
+
+    async def may_change_route(self, route_id: str) -> None:
+        route = await self.load(reads.routes_by_ids, route_id)
+        if route is not None:
+            await self.may_change(route.deployment_id)
 
     async def load(self, fetch: Fetch, id_: str, **options: Any) -> Any:
         """`fetch`'s answer for one id, batched with every other `load` of this request."""

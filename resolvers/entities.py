@@ -5,6 +5,7 @@ from typing import Any
 from ariadne.contrib.federation import FederatedObjectType
 from graphql import GraphQLResolveInfo
 
+from resolvers.auth import require_read
 from resolvers.connections import connection
 from resolvers.context import context
 from store import reads
@@ -17,6 +18,7 @@ from store.models import (
     RouteStatus,
     RouteTrafficStatus,
 )
+from store.validation import canonical_id
 
 deployment_type = FederatedObjectType("Deployment")
 revision_type = FederatedObjectType("Revision")
@@ -26,17 +28,20 @@ project_type = FederatedObjectType("Project")
 
 @deployment_type.reference_resolver
 async def resolve_deployment_reference(_: Any, info: GraphQLResolveInfo, representation: dict) -> Deployment | None:
-    return await context(info).load(reads.deployments_by_ids, representation["id"])
+    ctx = context(info)
+    return await ctx.readable(await ctx.load(reads.deployments_by_ids, representation["id"]))
 
 
 @revision_type.reference_resolver
 async def resolve_revision_reference(_: Any, info: GraphQLResolveInfo, representation: dict) -> Revision | None:
-    return await context(info).load(reads.revisions_by_ids, representation["id"])
+    ctx = context(info)
+    return await ctx.readable_via(await ctx.load(reads.revisions_by_ids, representation["id"]))
 
 
 @route_type.reference_resolver
 async def resolve_route_reference(_: Any, info: GraphQLResolveInfo, representation: dict) -> Route | None:
-    return await context(info).load(reads.routes_by_ids, representation["id"])
+    ctx = context(info)
+    return await ctx.readable_via(await ctx.load(reads.routes_by_ids, representation["id"]))
 
 
 @project_type.reference_resolver
@@ -108,7 +113,9 @@ async def resolve_project_deployments(
     first: int | None = None,
     after: str | None = None,
 ) -> dict[str, Any]:
-    page = await context(info).load(
+    ctx = context(info)
+    require_read(ctx.principal, canonical_id(project["id"]) or project["id"])
+    page = await ctx.load(
         reads.deployment_pages_of_projects, project["id"], lifecycles=lifecycle, first=first, after=after
     )
     if page is None:  # not a UUID: no deployment can belong to it

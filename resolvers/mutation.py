@@ -6,9 +6,11 @@ from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
 from resolvers import inputs
+from resolvers.auth import require_change
 from resolvers.context import context
 from store import deployments, lifecycle
 from store.models import Promotion
+from store.validation import parse_id
 
 mutation = MutationType()
 
@@ -16,9 +18,11 @@ mutation = MutationType()
 @mutation.field("createDeployment")
 async def resolve_create_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
+    project_id = parse_id(input["project_id"], "projectId")
+    require_change(ctx.principal, project_id)
     created = await deployments.create_deployment(
         ctx.db,
-        project_id=input["project_id"],
+        project_id=project_id,
         name=input["name"],
         replicas=input["replicas"],
         strategy=inputs.strategy(input["strategy"]),
@@ -30,6 +34,7 @@ async def resolve_create_deployment(_: None, info: GraphQLResolveInfo, input: di
 @mutation.field("addRevision")
 async def resolve_add_revision(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
     added = await deployments.add_revision(
         ctx.db,
         deployment_id=input["deployment_id"],
@@ -44,6 +49,7 @@ async def resolve_add_revision(_: None, info: GraphQLResolveInfo, input: dict[st
 @mutation.field("deployRevision")
 async def resolve_deploy_revision(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
     deployment = await lifecycle.deploy_revision(ctx.db, input["deployment_id"], input["revision_id"], actor=ctx.actor)
     return {"deployment": deployment}
 
@@ -51,6 +57,7 @@ async def resolve_deploy_revision(_: None, info: GraphQLResolveInfo, input: dict
 @mutation.field("promoteDeployment")
 async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> Promotion:
     ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
     return await lifecycle.promote(
         ctx.db,
         input["deployment_id"],
@@ -63,6 +70,7 @@ async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: d
 @mutation.field("rollbackDeployment")
 async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
     deployment = await lifecycle.begin_rollback(
         ctx.db, input["deployment_id"], actor=ctx.actor, reason=input.get("reason")
     )
@@ -72,6 +80,7 @@ async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: 
 @mutation.field("scaleDeployment")
 async def resolve_scale_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
     deployment = await lifecycle.scale(ctx.db, input["deployment_id"], input["replicas"], actor=ctx.actor)
     return {"deployment": deployment}
 
@@ -81,6 +90,7 @@ async def resolve_update_deployment_strategy(
     _: None, info: GraphQLResolveInfo, input: dict[str, Any]
 ) -> dict[str, Any]:
     ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
     deployment = await lifecycle.change_strategy(
         ctx.db, input["deployment_id"], inputs.strategy(input["strategy"]), actor=ctx.actor
     )
@@ -90,12 +100,14 @@ async def resolve_update_deployment_strategy(
 @mutation.field("destroyDeployment")
 async def resolve_destroy_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
     return {"deployment": await lifecycle.destroy(ctx.db, input["deployment_id"], actor=ctx.actor)}
 
 
 @mutation.field("reportRouteHealth")
 async def resolve_report_route_health(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
+    await ctx.may_change_route(input["route_id"])
     route = await lifecycle.report_route_health(
         ctx.db, input["route_id"], input["status"], endpoint_url=input.get("endpoint_url"), actor=ctx.actor
     )

@@ -1,4 +1,4 @@
-"""Why the store refused an operation. Each error carries the GraphQL `extensions.code` it is reported with."""
+"""Why an operation was refused. Each error carries the GraphQL `extensions.code` it is reported with."""
 
 
 class StoreError(Exception):
@@ -35,3 +35,15 @@ class Unavailable(StoreError):
 
 class SchemaOutOfDate(Exception):
     """The database schema is older (or newer) than this code expects."""
+
+
+class Unauthenticated(StoreError):
+    """No valid credentials: a missing, malformed, expired or wrongly signed token."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(StoreError):
+    """Valid credentials that do not allow this."""
+
+    code = "FORBIDDEN"

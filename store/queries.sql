@@ -40,7 +40,7 @@ SELECT * FROM deployments WHERE id = ANY(CAST(:ids AS uuid[]))
 
 -- name: list_deployments
 SELECT * FROM deployments
-WHERE (CAST(:project_id AS uuid) IS NULL OR project_id = CAST(:project_id AS uuid))
+WHERE (CAST(:project_ids AS uuid[]) IS NULL OR project_id = ANY(CAST(:project_ids AS uuid[])))
   AND (CAST(:lifecycles AS text[]) IS NULL OR lifecycle = ANY(CAST(:lifecycles AS text[])))
   AND seq > :after_seq
 ORDER BY seq

@@ -64,16 +64,17 @@ def _deployment_cursor(d: Deployment) -> str:
 async def list_deployments(
     db: Database,
     *,
-    project_id: str | None = None,
+    project_ids: Sequence[str] | None = None,
     lifecycles: Sequence[DeploymentLifecycle] | None = None,
     first: int | None = None,
     after: str | None = None,
 ) -> Page[Deployment]:
+    """Deployments, oldest first; only those of `project_ids` when given (an empty list finds none)."""
     limit = page_size(first)
     rows = await db.fetch_all(
         QUERIES["list_deployments"],
         {
-            "project_id": None if project_id is None else parse_id(project_id, "projectId"),
+            "project_ids": None if project_ids is None else [parse_id(p, "projectId") for p in project_ids],
             "lifecycles": _lifecycle_values(lifecycles),
             "after_seq": decode_cursor("deployment", after, 0),
             "limit": limit + 1,

@@ -1,7 +1,6 @@
-"""The Starlette application: GraphQL, health, readiness."""
+"""The Starlette application: GraphQL (with its guards and limits), health, readiness, metrics."""
 
 import contextlib
-import hmac
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -10,17 +9,23 @@ from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLHTTPHandler
 from databases import Database
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from resolvers import make_schema
+from resolvers.auth import ANONYMOUS, Principal, principal_from
 from resolvers.context import Context
 from resolvers.errors import error_log, format_error
+from resolvers.limits import require_authentication, validation_rules
 from store.database import check_schema
+from store.errors import Unauthenticated
+from switchover.guards import BodyLimit, RouterOnly
+from switchover.metrics import Measured, metrics
 from switchover.settings import Settings
+
+NOBODY = Principal("unauthenticated", frozenset(), frozenset())
 
 
 class HTTPHandler(GraphQLHTTPHandler):
@@ -31,46 +36,38 @@ class HTTPHandler(GraphQLHTTPHandler):
         return JSONResponse(result, status_code=status)
 
 
-class RouterOnly:
-    """Refuse requests that did not come through the router: it adds the shared secret, clients do not know it.
-
-    (An ASGI class, not a function: Starlette routes treat plain functions as request handlers.)
-    """
-
-    def __init__(self, app: ASGIApp, secret: str) -> None:
-        self.app = app
-        self.expected = secret.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        given = Headers(scope=scope).get("router-secret", "").encode()
-        if scope["type"] == "http" and not hmac.compare_digest(given, self.expected):
-            refusal = {
-                "errors": [
-                    {
-                        "message": "this subgraph answers only through the router (missing or wrong router-secret)",
-                        "extensions": {"code": "FORBIDDEN"},
-                    }
-                ]
-            }
-            await JSONResponse(refusal, status_code=HTTPStatus.FORBIDDEN)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 def create_app(settings: Settings, db: Database) -> Starlette:
-    async def context_for_request(request: Request, data: Any) -> Context:
-        return Context(db=db, actor="anonymous")
+    if settings.jwt_secret is None and not settings.insecure:
+        raise SystemExit(
+            "switchover: SWITCHOVER_JWT_SECRET is not set. Set it to require signed tokens, or pass --insecure to "
+            "let every caller act as admin (for a laptop, never for production)"
+        )
+    secret = settings.jwt_secret
+    if secret is not None and len(secret.encode()) < 32:
+        raise SystemExit("switchover: SWITCHOVER_JWT_SECRET must be at least 32 bytes (RFC 7518 for HS256)")
 
-    graphql = GraphQL(
-        make_schema(),
+    async def context_for_request(request: Request, data: Any) -> Context:
+        if secret is None:
+            return Context(db=db, principal=ANONYMOUS)
+        try:
+            return Context(db=db, principal=principal_from(request.headers.get("authorization"), secret))
+        except Unauthenticated as refused:
+            return Context(db=db, principal=NOBODY, auth_error=refused)
+
+    graphql: ASGIApp = GraphQL(
+        make_schema(max_representations=settings.max_representations),
         context_value=context_for_request,
         error_formatter=format_error,
         logger=error_log,  # type: ignore[arg-type]
         introspection=settings.introspection,
         debug=False,
-        http_handler=HTTPHandler(),
+        http_handler=HTTPHandler(middleware=[require_authentication]),
         execute_get_queries=True,
+        validation_rules=validation_rules(max_depth=settings.max_depth, max_cost=settings.max_cost),
     )
+    graphql = BodyLimit(graphql, settings.max_body_bytes)
+    if settings.router_secret:
+        graphql = RouterOnly(graphql, settings.router_secret)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "up"})
@@ -96,13 +93,10 @@ def create_app(settings: Settings, db: Database) -> Starlette:
 
     return Starlette(
         routes=[
-            Route(
-                "/graphql",
-                RouterOnly(graphql, settings.router_secret) if settings.router_secret else graphql,
-                methods=["GET", "POST"],
-            ),
+            Route("/graphql", Measured(graphql), methods=["GET", "POST"]),
             Route("/health", health),
             Route("/ready", ready),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -63,6 +64,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from switchover.app import create_app
 
     exit_cleanly_on_sigterm()
+    settings = dataclasses.replace(settings, insecure=args.insecure)
+    if settings.jwt_secret is None and not settings.insecure:
+        raise SystemExit(
+            "switchover: SWITCHOVER_JWT_SECRET is not set. Set it to require signed tokens, or pass --insecure to "
+            "let every caller act as admin (for a laptop, never for production)"
+        )
     url = database_url(settings)
     _check_schema_or_exit(url)
     db = open_database(url, statement_timeout_ms=settings.statement_timeout_ms)
@@ -131,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the GraphQL subgraph over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--insecure", action="store_true", help="without SWITCHOVER_JWT_SECRET: accept every caller as admin"
+    )
     serve.set_defaults(run=cmd_serve)
 
     scheduler = commands.add_parser("scheduler", help="run the lifecycle scheduler (any number may run at once)")

@@ -54,11 +54,13 @@ class Services:
             "SWITCHOVER_POLL_INTERVAL": "0.2",
             "SWITCHOVER_HEALTH_INTERVAL": "0.3",
             "SWITCHOVER_STOP_GRACE": "2",
+            "SWITCHOVER_INTROSPECTION": "true",  # GraphiQL needs it
         }
         self.api = f"http://127.0.0.1:{api_port}"
         self.proxy = f"http://127.0.0.1:{proxy_port}"
         self.commands = {
-            "subgraph": ["serve", "--port", str(api_port)],
+            # A demo on one machine: no tokens. Production sets SWITCHOVER_JWT_SECRET instead of --insecure.
+            "subgraph": ["serve", "--port", str(api_port), "--insecure"],
             "scheduler": ["scheduler"],
             "proxy": ["proxy", "--port", str(proxy_port)],
         }

@@ -34,7 +34,14 @@ class Settings:
     # PostgreSQL to use; None starts the embedded server in `data_dir`.
     database_url: str | None = None
     data_dir: Path = Path(".switchover")
-    introspection: bool = True
+    introspection: bool = False
+    # HS256 secret for Authorization: Bearer tokens; None only with --insecure (everyone is admin).
+    jwt_secret: str | None = None
+    insecure: bool = False
+    max_depth: int = 15
+    max_cost: int = 5000
+    max_representations: int = 100
+    max_body_bytes: int = 1_000_000
     # When set, /graphql answers only requests carrying it in the `router-secret` header (the router adds it).
     router_secret: str | None = None
     # Scheduler: how often it looks for due work when nothing wakes it.
@@ -61,7 +68,12 @@ def from_environment() -> Settings:
     return Settings(
         database_url=database_url,
         data_dir=Path(os.environ.get("SWITCHOVER_DATA_DIR") or ".switchover"),
-        introspection=_flag("SWITCHOVER_INTROSPECTION", True),
+        introspection=_flag("SWITCHOVER_INTROSPECTION", False),
+        jwt_secret=os.environ.get("SWITCHOVER_JWT_SECRET") or None,
+        max_depth=int(_float("SWITCHOVER_MAX_DEPTH", 15)),
+        max_cost=int(_float("SWITCHOVER_MAX_COST", 5000)),
+        max_representations=int(_float("SWITCHOVER_MAX_REPRESENTATIONS", 100)),
+        max_body_bytes=int(_float("SWITCHOVER_MAX_BODY_BYTES", 1_000_000)),
         router_secret=os.environ.get("SWITCHOVER_ROUTER_SECRET") or None,
         poll_interval_seconds=_float("SWITCHOVER_POLL_INTERVAL", 0.5),
         statement_timeout_ms=int(_float("SWITCHOVER_STATEMENT_TIMEOUT_MS", 10_000)),

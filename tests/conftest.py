@@ -85,7 +85,7 @@ async def db(database_url: str) -> AsyncIterator[Any]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    return Settings(database_url=database_url, insecure=True, introspection=True)
 
 
 @pytest.fixture

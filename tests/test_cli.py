@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def test_serve_refuses_an_unmigrated_database_and_says_to_migrate(empty_database_url: str) -> None:
-    result = run("serve", "--port", str(free_port()), database_url=empty_database_url)
+    result = run("serve", "--port", str(free_port()), "--insecure", database_url=empty_database_url)
 
     assert result.returncode != 0
     assert "switchover migrate" in result.stderr
@@ -45,7 +45,7 @@ def server(database_url: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url}
     process = subprocess.Popen(
-        [sys.executable, "-m", "switchover", "serve", "--port", str(port)],
+        [sys.executable, "-m", "switchover", "serve", "--port", str(port), "--insecure"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

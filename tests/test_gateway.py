@@ -18,7 +18,9 @@ import pytest
 
 from scheduler.runner import run_once
 from store.database import open_database
+from tests import tokens
 from tests.conftest import create_database, drop_database, url_of
+from tests.tokens import bearer
 
 ROOT = Path(__file__).resolve().parent.parent
 FEDERATION = ROOT / "federation"
@@ -42,8 +44,9 @@ class Stack:
     subgraph: str
     database_url: str
 
-    def gql(self, query: str, **variables: Any) -> dict[str, Any]:
-        response = httpx.post(self.gateway, json={"query": query, "variables": variables}, timeout=30)
+    def gql(self, query: str, headers: dict[str, str] | None = None, **variables: Any) -> dict[str, Any]:
+        headers = bearer("gateway-test") if headers is None else headers
+        response = httpx.post(self.gateway, json={"query": query, "variables": variables}, headers=headers, timeout=30)
         return response.json()
 
     def data(self, query: str, **variables: Any) -> dict[str, Any]:
@@ -77,7 +80,13 @@ def stack(
     supergraph = supergraph.replace("http://127.0.0.1:8000/graphql", f"http://127.0.0.1:{subgraph_port}/graphql")
     supergraph = supergraph.replace("http://127.0.0.1:4002/graphql", f"http://127.0.0.1:{projects_port}/graphql")
     (tmp / "supergraph.graphql").write_text(supergraph)
-    env = {**os.environ, "DATABASE_URL": url_of(database), "SWITCHOVER_ROUTER_SECRET": SECRET, "ROUTER_SECRET": SECRET}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url_of(database),
+        "SWITCHOVER_ROUTER_SECRET": SECRET,
+        "ROUTER_SECRET": SECRET,
+        "SWITCHOVER_JWT_SECRET": tokens.SECRET,
+    }
     log = (tmp / "processes.log").open("ab")
     gateway_command = {
         "apollo": ["node", str(FEDERATION / "apollo-gateway.mjs"), str(tmp / "supergraph.graphql"), str(gateway_port)],
@@ -227,3 +236,21 @@ async def test_a_full_blue_green_rollout_through_the_gateway(stack: Stack) -> No
         assert promoted["drainedRoutes"] == [{"trafficStatus": "INACTIVE", "revision": {"image": "ranker:1"}}] * 2
     finally:
         await db.disconnect()
+
+
+def test_tokens_are_forwarded_and_checked_behind_the_gateway(stack: Stack) -> None:
+    project, deployment_id = create(stack)
+    read = "query($d: ID!) { deployment(id: $d) { name } }"
+    crossing = "query($p: ID!) { project(id: $p) { name deployments { edges { node { name } } } } }"
+    promote = "mutation($d: ID!) { promoteDeployment(input: {deploymentId: $d}) { dryRun } }"
+    viewer = bearer("val", roles=["viewer"], projects=[project])
+    stranger = bearer("sam", roles=["operator"], projects=[str(uuid.uuid4())])
+
+    anonymous = stack.gql(read, headers={}, d=deployment_id)
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert stack.gql(read, headers=viewer, d=deployment_id)["data"] == {"deployment": {"name": "ranker"}}
+    assert stack.gql(promote, headers=viewer, d=deployment_id)["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert stack.gql(read, headers=stranger, d=deployment_id)["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    through_entities = stack.gql(crossing, headers=stranger, p=project)
+    assert through_entities["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "ranker" not in str(through_entities.get("data"))

@@ -75,7 +75,7 @@ async def test_oneof_is_enforced_by_the_subgraph(client: Any) -> None:
 
 
 async def test_with_a_router_secret_only_requests_carrying_it_are_answered(db: Any, database_url: str) -> None:
-    app = create_app(Settings(database_url=database_url, router_secret="s3cret"), db)
+    app = create_app(Settings(database_url=database_url, router_secret="s3cret", insecure=True), db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
         query = {"query": "{ __typename }"}
         missing = await c.post("/graphql", json=query)
