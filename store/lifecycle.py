@@ -220,8 +220,8 @@ async def promote(
 async def begin_rollback(db: Database, deployment_id: str, *, actor: str, reason: str | None = None) -> Deployment:
     """Abort the rollout in flight; the scheduler then stops the new routes and restores the old revision."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
-    if reason is not None and len(reason) > 1000:
-        raise validation.BadUserInput("reason must be at most 1000 characters")
+    if reason is not None:
+        validation.check_text(reason, "reason", 1000)
     async with db.transaction():
         deployment = await lock_deployment(db, deployment_id)
         if deployment.lifecycle is not DEPLOYING:

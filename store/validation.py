@@ -1,6 +1,7 @@
 """Checks of caller-supplied values. Each failure says which field is wrong and what would be right."""
 
 import re
+import unicodedata
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,8 +76,16 @@ def check_strategy(strategy: Strategy, replicas: int) -> None:
             )
 
 
+def check_text(value: str, field: str, max_length: int) -> None:
+    """Free text: bounded, and without control characters (PostgreSQL text cannot even hold NUL)."""
+    if len(value) > max_length:
+        raise BadUserInput(f"{field} must be at most {max_length} characters, got {len(value)}")
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n" for c in value):
+        raise BadUserInput(f"{field} must not contain control characters")
+
+
 def check_image(image: str) -> None:
-    if not 1 <= len(image) <= 512 or any(c.isspace() for c in image):
+    if not 1 <= len(image) <= 512 or any(c.isspace() or unicodedata.category(c) == "Cc" for c in image):
         raise BadUserInput("image must be 1–512 characters without whitespace, e.g. 'registry/model:1.2'")
 
 
@@ -100,7 +109,7 @@ def check_health_check_path(path: str) -> None:
 def check_endpoint_url(url: str) -> None:
     try:
         parsed = urlsplit(url)
-        valid = len(url) <= 2048 and parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        valid = len(url) <= 2048 and url.isprintable() and parsed.scheme in ("http", "https") and bool(parsed.hostname)
         _ = parsed.port  # raises on a port that is not a number in range
     except ValueError:
         valid = False
