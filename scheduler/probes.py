@@ -73,7 +73,7 @@ class HealthChecker:
 async def run(checker: HealthChecker, *, interval: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            await checker.run_once()
+            await asyncio.create_task(checker.run_once())  # a fresh connection binding each pass (see process.run)
         except Exception:
             log.exception("health check pass failed")
         with contextlib.suppress(TimeoutError):

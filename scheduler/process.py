@@ -28,7 +28,9 @@ async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Eve
             if listener is None or listener.is_closed():
                 listener = await notifications.listen(url, lambda _: wake.set())
             wake.clear()
-            while not stop.is_set() and await step(db):
+            # Each step in a task of its own: `databases` binds a connection to the task that used it, and a step
+            # that failed on a dead connection would otherwise leave this long-lived task holding it for good.
+            while not stop.is_set() and await asyncio.create_task(step(db)):
                 pass
             failures = 0
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -162,7 +162,7 @@ class ProcessRuntime:
 async def run(rt: ProcessRuntime, *, interval: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            await rt.run_once()
+            await asyncio.create_task(rt.run_once())  # a fresh connection binding each pass (see process.run)
         except Exception:
             log.exception("runtime pass failed")
         with contextlib.suppress(TimeoutError):

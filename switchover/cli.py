@@ -11,12 +11,12 @@ from switchover import settings as settings_module
 from switchover.settings import Settings
 
 
-def exit_cleanly_on_sigterm() -> None:
+def exit_cleanly_on_sigterm(code: int | None = None) -> None:
     """Turn SIGTERM into a normal exit, so that `finally` blocks and atexit hooks (the embedded server's) run.
 
     uvicorn re-raises the signal it caught once it has shut down; this handler is what then runs.
     """
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum if code is None else code))
 
 
 def database_url(settings: Settings) -> str:
@@ -81,6 +81,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler.process import main
     from store.database import open_database
 
+    exit_cleanly_on_sigterm(0)  # a SIGTERM before the scheduler loop runs: nothing started, a clean exit
     url = database_url(settings)
     _check_schema_or_exit(url)
     db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)

@@ -78,7 +78,7 @@ def create_proxy(db: Database, url: str, *, attempts: int = 3, refresh_seconds: 
         while True:
             await asyncio.sleep(refresh_seconds)
             with contextlib.suppress(Exception):
-                await table.reload()
+                await asyncio.create_task(table.reload())  # a fresh `databases` connection binding each time
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
