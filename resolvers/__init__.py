@@ -9,6 +9,7 @@ from resolvers.limits import cap_entities
 from resolvers.mutation import mutation
 from resolvers.query import query
 from resolvers.scalars import datetime_scalar, json_scalar
+from resolvers.subscription import event_type, subscription
 from schema import SCHEMA_DIR
 from store import models
 
@@ -38,6 +39,8 @@ def make_schema(*, max_representations: int = 100) -> GraphQLSchema:
         revision_type,
         route_type,
         project_type,
+        subscription,
+        event_type,
         datetime_scalar,
         json_scalar,
         *ENUMS,

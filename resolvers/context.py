@@ -3,6 +3,7 @@
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiodataloader import DataLoader
@@ -46,6 +47,13 @@ class Context:
     # Set when the request's credentials were refused; root fields then answer with it.
     auth_error: Unauthenticated | None = None
     loaders: dict[Fetch, DataLoader] = field(default_factory=dict)
+    _now: datetime | None = None
+
+    async def now(self) -> datetime:
+        """The database's clock, read once per request."""
+        if self._now is None:
+            self._now = await reads.database_now(self.db)
+        return self._now
 
     @property
     def actor(self) -> str:

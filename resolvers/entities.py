@@ -8,6 +8,7 @@ from graphql import GraphQLResolveInfo
 from resolvers.auth import require_read
 from resolvers.connections import connection
 from resolvers.context import context
+from scheduler.diagnosis import WaitingFor, waiting_for
 from store import reads
 from store.models import (
     Deployment,
@@ -62,6 +63,15 @@ async def resolve_deploying_revision(deployment: Deployment, info: GraphQLResolv
     if deployment.deploying_revision_id is None:
         return None
     return await context(info).load(reads.revisions_by_ids, deployment.deploying_revision_id)
+
+
+@deployment_type.field("waitingFor")
+async def resolve_waiting_for(deployment: Deployment, info: GraphQLResolveInfo) -> WaitingFor | None:
+    if deployment.lifecycle is not DeploymentLifecycle.DEPLOYING:
+        return None
+    ctx = context(info)
+    routes = await ctx.load(reads.routes_of_deployments, deployment.id, statuses=None, traffic_status=None)
+    return waiting_for(deployment, routes, await ctx.now())
 
 
 @deployment_type.field("revisions")

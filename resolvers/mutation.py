@@ -67,6 +67,16 @@ async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: d
     )
 
 
+@mutation.field("revertPromotion")
+async def resolve_revert_promotion(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    await ctx.may_change(input["deployment_id"])
+    deployment = await lifecycle.revert_promotion(
+        ctx.db, input["deployment_id"], actor=ctx.actor, reason=input.get("reason")
+    )
+    return {"deployment": deployment}
+
+
 @mutation.field("rollbackDeployment")
 async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)

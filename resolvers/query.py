@@ -26,6 +26,7 @@ async def resolve_deployments(
     _: None,
     info: GraphQLResolveInfo,
     project_id: str | None = None,
+    name: str | None = None,
     lifecycle: list[DeploymentLifecycle] | None = None,
     first: int | None = None,
     after: str | None = None,

@@ -217,6 +217,64 @@ async def promote(
     )
 
 
+async def revert_promotion(db: Database, deployment_id: str, *, actor: str, reason: str | None = None) -> Deployment:
+    """Undo the last promotion in one transaction: the previous revision's routes, still kept warm, take all traffic
+    again and it becomes current; the routes just promoted are kept warm in turn (so the revert can be reverted)."""
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    if reason is not None:
+        validation.check_text(reason, "reason", 1000)
+    async with db.transaction():
+        deployment = await lock_deployment(db, deployment_id)
+        if deployment.lifecycle is not DeploymentLifecycle.READY:
+            raise InvalidState(f"{describe(deployment)}: only a READY deployment has a promotion to revert")
+        routes = await lock_routes(db, deployment.id)
+        warm = [
+            r
+            for r in routes
+            if r.terminate_after is not None
+            and r.revision_id != deployment.current_revision_id
+            and r.status is RouteStatus.HEALTHY
+        ]
+        previous = {r.revision_id for r in warm}
+        if len(previous) != 1 or len(warm) < deployment.replicas:
+            raise InvalidState(
+                f"deployment {deployment.name} has {len(warm)} healthy route(s) of its previous revision left, "
+                f"{deployment.replicas} needed: the scale-down delay has passed, roll out that revision again instead"
+            )
+        [previous_revision] = previous
+        serving = [r for r in routes if r.traffic_status is RouteTrafficStatus.ACTIVE]
+        back = warm[: deployment.replicas]
+        await db.fetch_all(QUERIES["route_traffic"], {"ids": [r.id for r in back], "ratio": 1.0 / len(back)})
+        kept = await db.fetch_all(
+            QUERIES["keep_warm_without_traffic"],
+            {
+                "ids": [r.id for r in serving],
+                "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds),
+            },
+        )
+        drain_at = min((row["terminate_after"] for row in kept), default=None)
+        row = await db.fetch_one(
+            QUERIES["set_current_revision"],
+            {"id": deployment.id, "revision_id": previous_revision, "next_check_at": drain_at},
+        )
+        assert row is not None
+        reverted = await revision_number(db, deployment.current_revision_id)
+        restored = await revision_number(db, previous_revision)
+        state = state_of(deployment)
+        await history.record(
+            db,
+            deployment.id,
+            phase="revert",
+            message=f"reverted the promotion of revision {reverted}: revision {restored} serves again "
+            f"({len(back)} routes active, {len(kept)} kept warm)" + (f": {reason}" if reason else ""),
+            actor=actor,
+            from_state=state,
+            to_state=state,
+        )
+        await notify(db, deployment.id)
+    return records.deployment(row)
+
+
 async def begin_rollback(db: Database, deployment_id: str, *, actor: str, reason: str | None = None) -> Deployment:
     """Abort the rollout in flight; the scheduler then stops the new routes and restores the old revision."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")

@@ -41,6 +41,7 @@ SELECT * FROM deployments WHERE id = ANY(CAST(:ids AS uuid[]))
 -- name: list_deployments
 SELECT * FROM deployments
 WHERE (CAST(:project_ids AS uuid[]) IS NULL OR project_id = ANY(CAST(:project_ids AS uuid[])))
+  AND (CAST(:name AS text) IS NULL OR name = CAST(:name AS text))
   AND (CAST(:lifecycles AS text[]) IS NULL OR lifecycle = ANY(CAST(:lifecycles AS text[])))
   AND seq > :after_seq
 ORDER BY seq
@@ -280,3 +281,29 @@ WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE'
 -- name: detach_runtime
 UPDATE routes SET runtime_ref = NULL, endpoint_url = NULL, updated_at = now()
 WHERE id = :id AND status NOT IN ('TERMINATING', 'TERMINATED')
+
+-- name: set_current_revision
+UPDATE deployments
+SET current_revision_id = :revision_id, next_check_at = CAST(:next_check_at AS timestamptz), updated_at = now()
+WHERE id = :id AND lifecycle = 'READY'
+RETURNING *
+
+-- Events: history rows as subscribers see them.
+
+-- name: history_seq_of
+SELECT seq FROM deployment_history WHERE id = :id
+
+-- name: history_events
+-- History rows after a position, of one deployment, of some projects, or of all (NULL filters), oldest first.
+SELECT h.*, d.project_id
+FROM deployment_history h JOIN deployments d ON d.id = h.deployment_id
+WHERE h.seq > :after_seq
+  AND (CAST(:deployment_id AS uuid) IS NULL OR h.deployment_id = CAST(:deployment_id AS uuid))
+  AND (CAST(:project_ids AS uuid[]) IS NULL OR d.project_id = ANY(CAST(:project_ids AS uuid[])))
+ORDER BY h.seq
+LIMIT :limit
+
+-- name: history_event_by_seq
+SELECT h.*, d.project_id
+FROM deployment_history h JOIN deployments d ON d.id = h.deployment_id
+WHERE h.seq = :seq

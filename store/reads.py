@@ -5,6 +5,7 @@ Ids are compared in canonical form (`validation.canonical_id`); a malformed id s
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from databases import Database
@@ -65,6 +66,7 @@ async def list_deployments(
     db: Database,
     *,
     project_ids: Sequence[str] | None = None,
+    name: str | None = None,
     lifecycles: Sequence[DeploymentLifecycle] | None = None,
     first: int | None = None,
     after: str | None = None,
@@ -75,6 +77,7 @@ async def list_deployments(
         QUERIES["list_deployments"],
         {
             "project_ids": None if project_ids is None else [parse_id(p, "projectId") for p in project_ids],
+            "name": name,
             "lifecycles": _lifecycle_values(lifecycles),
             "after_seq": decode_cursor("deployment", after, 0),
             "limit": limit + 1,
@@ -170,3 +173,7 @@ async def history_pages(
     return {
         did: _page(grouped[did], limit, lambda h: encode_cursor("history", h.seq)) for did in _valid(deployment_ids)
     }
+
+
+async def database_now(db: Database) -> datetime:
+    return await db.fetch_val(QUERIES["database_now"])

@@ -6,13 +6,14 @@ from http import HTTPStatus
 from typing import Any
 
 from ariadne.asgi import GraphQL
-from ariadne.asgi.handlers import GraphQLHTTPHandler
+from ariadne.asgi.handlers import GraphQLHTTPHandler, GraphQLTransportWSHandler
 from databases import Database
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
+from starlette.websockets import WebSocket
 
 from resolvers import make_schema
 from resolvers.auth import ANONYMOUS, Principal, principal_from
@@ -26,6 +27,7 @@ from switchover.metrics import Measured, metrics
 from switchover.settings import Settings
 
 NOBODY = Principal("unauthenticated", frozenset(), frozenset())
+CONNECTION_PARAMS = "switchover.connection_params"
 
 
 class HTTPHandler(GraphQLHTTPHandler):
@@ -46,13 +48,21 @@ def create_app(settings: Settings, db: Database) -> Starlette:
     if secret is not None and len(secret.encode()) < 32:
         raise SystemExit("switchover: SWITCHOVER_JWT_SECRET must be at least 32 bytes (RFC 7518 for HS256)")
 
-    async def context_for_request(request: Request, data: Any) -> Context:
+    async def context_for_request(request: Request | WebSocket, data: Any) -> Context:
         if secret is None:
             return Context(db=db, principal=ANONYMOUS)
+        # Over a websocket the token may also come in the connection_init payload (browsers cannot set headers).
+        params = request.scope.get(CONNECTION_PARAMS) or {}
+        authorization = request.headers.get("authorization") or params.get("authorization") or params.get(
+            "Authorization"
+        )
         try:
-            return Context(db=db, principal=principal_from(request.headers.get("authorization"), secret))
+            return Context(db=db, principal=principal_from(authorization, secret))
         except Unauthenticated as refused:
             return Context(db=db, principal=NOBODY, auth_error=refused)
+
+    def keep_connection_params(websocket: WebSocket, payload: Any) -> None:
+        websocket.scope[CONNECTION_PARAMS] = payload if isinstance(payload, dict) else {}
 
     graphql: ASGIApp = GraphQL(
         make_schema(max_representations=settings.max_representations),
@@ -62,6 +72,7 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         introspection=settings.introspection,
         debug=False,
         http_handler=HTTPHandler(middleware=[require_authentication]),
+        websocket_handler=GraphQLTransportWSHandler(on_connect=keep_connection_params),
         execute_get_queries=True,
         validation_rules=validation_rules(max_depth=settings.max_depth, max_cost=settings.max_cost),
     )
@@ -94,6 +105,7 @@ def create_app(settings: Settings, db: Database) -> Starlette:
     return Starlette(
         routes=[
             Route("/graphql", Measured(graphql), methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/health", health),
             Route("/ready", ready),
             Route("/metrics", metrics),

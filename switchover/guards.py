@@ -24,6 +24,9 @@ class RouterOnly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = Headers(scope=scope).get("router-secret", "").encode()
+        if scope["type"] == "websocket" and not hmac.compare_digest(given, self.expected):
+            await send({"type": "websocket.close", "code": 4403, "reason": "router-secret missing or wrong"})
+            return
         if scope["type"] == "http" and not hmac.compare_digest(given, self.expected):
             response = refusal(
                 "this subgraph answers only through the router (missing or wrong router-secret)",

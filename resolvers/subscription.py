@@ -1,0 +1,55 @@
+"""`deploymentEvents`: history rows as they are written, over graphql-transport-ws."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ariadne import ObjectType, SubscriptionType
+from graphql import GraphQLResolveInfo
+
+from resolvers.auth import require_read
+from resolvers.context import context
+from store import events, reads
+from store.models import Deployment
+from store.validation import parse_id
+
+subscription = SubscriptionType()
+event_type = ObjectType("DeploymentEvent")
+
+
+@subscription.source("deploymentEvents")
+async def deployment_events_source(
+    _: None,
+    info: GraphQLResolveInfo,
+    deployment_id: str | None = None,
+    project_id: str | None = None,
+    after: str | None = None,
+) -> AsyncIterator[events.Event]:
+    ctx = context(info)
+    if ctx.auth_error is not None:  # resolver middleware does not run for subscription sources
+        raise ctx.auth_error
+    project_ids: list[str] | None = None
+    if deployment_id is not None:
+        deployment_id = parse_id(deployment_id, "deploymentId")
+        await ctx.readable(await ctx.load(reads.deployments_by_ids, deployment_id))
+    if project_id is not None:
+        project_ids = [parse_id(project_id, "projectId")]
+        require_read(ctx.principal, project_ids[0])
+    elif not ctx.principal.is_admin:  # the events of every project the caller may read
+        project_ids = sorted(ctx.principal.projects)
+    start = await events.position_of(ctx.db, None if after is None else parse_id(after, "after"))
+    async for event in events.events(
+        ctx.db, str(ctx.db.url), deployment_id=deployment_id, project_ids=project_ids, after_seq=start
+    ):
+        yield event
+
+
+@subscription.field("deploymentEvents")
+def resolve_deployment_event(event: events.Event, info: GraphQLResolveInfo, **_: Any) -> events.Event:
+    return event
+
+
+@event_type.field("deployment")
+async def resolve_event_deployment(event: events.Event, info: GraphQLResolveInfo) -> Deployment | None:
+    ctx = context(info)
+    ctx.loaders.clear()  # a long-lived subscription: each event shows the deployment as it is now
+    return await ctx.load(reads.deployments_by_ids, event.deployment_id)

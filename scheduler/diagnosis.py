@@ -1,0 +1,64 @@
+"""Why a deployment in flight has not moved on: a pure function of (deployment, routes, now), like the handlers."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from scheduler.handlers import of_revision, seconds_after
+from store.models import Deployment, DeploymentLifecycle, DeploymentLifecycleSubStep, DeploymentStrategyType, Route
+from store.models import RouteStatus as S
+
+S_SUB = DeploymentLifecycleSubStep
+
+
+@dataclass(frozen=True)
+class WaitingFor:
+    reason: str
+    message: str
+
+
+def _at(t: datetime) -> str:
+    return t.isoformat(timespec="seconds")
+
+
+def _unhealthy(routes: Sequence[Route]) -> str:
+    worst = [r for r in routes if r.status in (S.UNHEALTHY, S.FAILED_TO_START, S.DEGRADED)]
+    return "".join(f"; route {r.id} {r.status} since {_at(r.updated_at)}" for r in worst[:3])
+
+
+def waiting_for(deployment: Deployment, routes: Sequence[Route], now: datetime) -> WaitingFor | None:
+    if deployment.lifecycle is not DeploymentLifecycle.DEPLOYING:
+        return None
+    new = of_revision(routes, deployment.deploying_revision_id)
+    healthy = sum(r.status is S.HEALTHY for r in new)
+    replicas = deployment.replicas
+    if deployment.sub_step is S_SUB.DEPLOYING_ROLLING_BACK:
+        return WaitingFor("ROLLING_BACK", f"rolling back since {_at(deployment.phase_started_at)}: stopping "
+                          f"{len(new)} route(s) of the abandoned revision")  # fmt: skip
+    if deployment.sub_step is S_SUB.DEPLOYING_PROVISIONING:
+        deadline = seconds_after(deployment.phase_started_at, deployment.strategy.provisioning_timeout_seconds)
+        if deployment.strategy.type is DeploymentStrategyType.ROLLING:
+            old = [
+                r for r in routes if r.revision_id != deployment.deploying_revision_id and r.status is not S.TERMINATING
+            ]
+            return WaitingFor("ROLLING", f"{healthy} of {replicas} new routes healthy, {len(old)} old route(s) left"
+                              f"{_unhealthy(new)}; rolls back at {_at(deadline)}")  # fmt: skip
+        return WaitingFor("ROUTES_NOT_HEALTHY", f"{healthy} of {replicas} green routes healthy{_unhealthy(new)}; "
+                          f"rolls back at {_at(deadline)} unless all are")  # fmt: skip
+    spec = deployment.strategy.blue_green_spec
+    timeout = (
+        f"times out at {_at(seconds_after(deployment.phase_started_at, spec.promotion_timeout_seconds))}"
+        if spec.promotion_timeout_seconds is not None
+        else "never times out"
+    )
+    if healthy < replicas:
+        return WaitingFor("ROUTES_NOT_HEALTHY", f"{healthy} of {replicas} green routes healthy{_unhealthy(new)}; "
+                          f"promotion needs all of them; {timeout}")  # fmt: skip
+    if spec.auto_promote:
+        promote_at = seconds_after(deployment.phase_started_at, spec.promote_delay_seconds)
+        if now < promote_at:
+            return WaitingFor("AUTO_PROMOTION_DELAY", f"all {replicas} green routes healthy; auto-promotes at "
+                              f"{_at(promote_at)}; {timeout}")  # fmt: skip
+        return WaitingFor("AUTO_PROMOTION_DUE", "auto-promotion is due; the scheduler promotes on its next pass")
+    return WaitingFor("MANUAL_PROMOTION", f"waiting for manual promotion since {_at(deployment.phase_started_at)}; "
+                      f"{timeout}")  # fmt: skip
