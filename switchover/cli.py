@@ -4,9 +4,11 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 
+from switchover import operate
 from switchover import settings as settings_module
 from switchover.settings import Settings
 
@@ -165,6 +167,13 @@ def parser() -> argparse.ArgumentParser:
     schema_compose = schema_commands.add_parser("compose", help="compose supergraph.yaml into supergraph.graphql")
     schema_compose.add_argument("--check", action="store_true", help="fail if the committed file is stale")
     schema_compose.set_defaults(run=cmd_schema_compose)
+    operate.add_parsers(
+        commands,
+        {
+            "url": os.environ.get("SWITCHOVER_URL", "http://127.0.0.1:8000/graphql"),
+            "token": os.environ.get("SWITCHOVER_TOKEN"),
+        },
+    )
     return top
 
 
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the rest
     return args.run(settings_module.from_environment(), args)
 
 

@@ -1,0 +1,122 @@
+"""The operator CLI against a real server: output, and exit codes a CI job can rely on."""
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from store import lifecycle
+from tests.scenario import Scenario, blue_green
+
+
+async def switchover(*args: str, url: str) -> tuple[int, str]:
+    env = {**os.environ, "SWITCHOVER_URL": url, "COLUMNS": "200"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchover", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+@pytest.fixture
+async def api(database_url: str) -> AsyncIterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": database_url}
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchover", "serve", "--insecure", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        for _ in range(300):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def test_a_rollout_driven_from_the_command_line(scenario: Scenario, api: str) -> None:
+    await scenario.given_deployment(replicas=2, strategy=blue_green(scale_down_delay_seconds=60))
+    name = (await scenario.deployment()).name
+    await scenario.ready_on_first_revision()
+
+    code, out = await switchover("deployments", url=api)
+    assert code == 0 and name in out and "READY" in out
+
+    code, out = await switchover("deploy", name, "--image", "model:2", "--env", "THREADS=4", url=api)
+    assert (code, out.strip()) == (0, f"deploying revision 2 (model:2) to {name}")
+    scenario.revisions.append((await scenario.deployment()).deploying_revision_id or "")
+
+    code, out = await switchover("promote", name, url=api)
+    assert code == 1 and "INVALID_STATE" in out  # green is not healthy yet
+
+    waiter = asyncio.create_task(
+        switchover("status", name, "--wait-for", "awaiting-promotion", "--timeout", "30", url=api)
+    )
+    await scenario.tick()
+    await scenario.healthy(revision=2)
+    await scenario.tick()
+    code, out = await waiter
+    assert code == 0, out
+
+    code, out = await switchover("status", name, url=api)
+    assert "DEPLOYING/AWAITING_PROMOTION" in out and "waiting for manual promotion" in out
+
+    code, out = await switchover("promote", name, "--expect-revision", "1", url=api)
+    assert code == 1 and "CONFLICT" in out
+    code, out = await switchover("promote", name, "--expect-revision", "2", url=api)
+    assert (code, out.strip()) == (0, f"promoted revision 2 of {name}: 2 routes active, 2 draining")
+
+    code, out = await switchover("revert", name, "--reason", "latency", url=api)
+    assert (code, out.strip()) == (0, f"reverted {name}: revision 1 serves again")
+    assert await scenario.active_revisions() == [1, 1]
+
+
+async def test_waiting_times_out_with_exit_code_3(scenario: Scenario, api: str) -> None:
+    await scenario.given_deployment(replicas=1)
+    name = (await scenario.deployment()).name
+
+    code, out = await switchover("status", name, "--wait-for", "ready", "--timeout", "1", url=api)
+
+    assert code == 3 and "timed out" in out
+
+
+async def test_a_rollout_that_ends_elsewhere_fails_the_wait(scenario: Scenario, api: str) -> None:
+    await scenario.given_deployment(replicas=1)
+    name = (await scenario.deployment()).name
+    await scenario.ready_on_first_revision()
+    await scenario.deploy()
+    waiter = asyncio.create_task(
+        switchover("status", name, "--wait-for", "awaiting-promotion", "--timeout", "30", url=api)
+    )
+    await lifecycle.begin_rollback(scenario.db, scenario.id, actor="bob")
+    await scenario.tick()
+
+    code, out = await waiter
+    assert code == 1 and "without reaching awaiting-promotion" in out
+
+
+async def test_unknown_names_and_unreachable_servers_have_their_own_exit_codes(api: str) -> None:
+    code, out = await switchover("status", "nobody", url=api)
+    assert code == 1 and "NOT_FOUND" in out
+    code, out = await switchover("deployments", url="http://127.0.0.1:9/graphql")
+    assert code == 4 and "UNREACHABLE" in out
+
+
+def test_bad_usage_exits_with_2() -> None:
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "switchover", "promote"], capture_output=True, text=True)
+    assert result.returncode == 2
