@@ -1,8 +1,9 @@
-"""The Starlette application: GraphQL (with its guards and limits), health, readiness, metrics."""
+"""The Starlette application: GraphQL (with its guards and limits), health, readiness, metrics, the dashboard."""
 
 import contextlib
 from collections.abc import AsyncIterator
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from ariadne.asgi import GraphQL
@@ -10,8 +11,9 @@ from ariadne.asgi.handlers import GraphQLHTTPHandler, GraphQLTransportWSHandler
 from databases import Database
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
@@ -28,6 +30,20 @@ from switchover.settings import Settings
 
 NOBODY = Principal("unauthenticated", frozenset(), frozenset())
 CONNECTION_PARAMS = "switchover.connection_params"
+
+# The dashboard: static files shipped in the package (package-data), no build step.
+UI_DIR = Path(__file__).parent / "ui"
+UI_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-cache",
+}
+
+
+async def dashboard(request: Request) -> Response:
+    return FileResponse(UI_DIR / "index.html", headers=UI_HEADERS)
 
 
 class HTTPHandler(GraphQLHTTPHandler):
@@ -53,8 +69,8 @@ def create_app(settings: Settings, db: Database) -> Starlette:
             return Context(db=db, principal=ANONYMOUS)
         # Over a websocket the token may also come in the connection_init payload (browsers cannot set headers).
         params = request.scope.get(CONNECTION_PARAMS) or {}
-        authorization = request.headers.get("authorization") or params.get("authorization") or params.get(
-            "Authorization"
+        authorization = (
+            request.headers.get("authorization") or params.get("authorization") or params.get("Authorization")
         )
         try:
             return Context(db=db, principal=principal_from(authorization, secret))
@@ -109,6 +125,10 @@ def create_app(settings: Settings, db: Database) -> Starlette:
             Route("/health", health),
             Route("/ready", ready),
             Route("/metrics", metrics),
+            Route("/", dashboard),
+            Route("/ui", dashboard),
+            Route("/ui/", dashboard),
+            Mount("/ui", StaticFiles(directory=UI_DIR)),
         ],
         lifespan=lifespan,
     )

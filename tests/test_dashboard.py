@@ -1,0 +1,275 @@
+"""The web dashboard, end to end in headless Chromium: a blue-green rollout followed live, then promoted by hand.
+
+Chromium and its driver come from Debian (`chromium`, `chromium-driver`); the `browser` fixture installs them when
+they are missing and skips only if that install fails. Selenium calls block, so each runs in a thread: the event
+loop keeps serving the app (an in-loop uvicorn) and running the scheduler passes the test drives.
+"""
+
+import asyncio
+import base64
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.models import RouteStatus
+from switchover.app import create_app
+from switchover.settings import Settings
+from tests.live_server import serving
+from tests.scenario import Scenario, blue_green
+from tests.tokens import SECRET, token
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT_SECONDS = 15
+
+
+def ensure_chromium() -> None:
+    if CHROMIUM.exists() and CHROMEDRIVER.exists():
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"cannot install Chromium for the dashboard test: {' '.join(command)} failed: {exc}")
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            pytest.skip(
+                f"cannot install Chromium for the dashboard test: {' '.join(command)} exited "
+                f"{done.returncode}: {' / '.join(tail)}"
+            )
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip(f"apt-get installed chromium and chromium-driver, but {CHROMIUM} or {CHROMEDRIVER} is missing")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    ensure_chromium()
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    with tempfile.TemporaryDirectory(prefix="switchover-chromium-") as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,1000",
+        ):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+class Page:
+    """The browser, driven from the event loop: every selenium call runs in a thread."""
+
+    def __init__(self, driver: Any, shots: Path) -> None:
+        self.driver = driver
+        self.shots = shots
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def open(self, url: str) -> None:
+        await self.call(self.driver.get, url)
+
+    async def until(self, what: str, check: Callable[[Any], Any]) -> Any:
+        """Wait (in a thread) until check(driver) is truthy; fail with `what` and the page's text."""
+        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        wait = WebDriverWait(
+            self.driver, WAIT_SECONDS, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+        )
+        try:
+            return await self.call(wait.until, check)
+        except TimeoutException:
+            body = await self.text("body")
+            pytest.fail(f"the page never showed {what}; it shows:\n{body}")
+
+    async def on(self, css: str, action: Callable[[Any], Any]) -> Any:
+        """action(element) for the element matching css, found again if a live update re-rendered it meanwhile."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+
+        def attempt() -> Any:
+            for _ in range(20):
+                try:
+                    return action(self.driver.find_element(By.CSS_SELECTOR, css))
+                except StaleElementReferenceException:
+                    continue
+            raise AssertionError(f"{css} kept being replaced")
+
+        return await self.call(attempt)
+
+    async def text(self, css: str) -> str:
+        return await self.on(css, lambda e: e.text)
+
+    async def shows(self, what: str, css: str, *words: str) -> None:
+        """Wait until the element(s) matching css contain every word."""
+        from selenium.webdriver.common.by import By
+
+        def check(driver: Any) -> bool:
+            text = " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+            return all(word in text for word in words)
+
+        await self.until(what, check)
+
+    async def count(self, css: str) -> int:
+        from selenium.webdriver.common.by import By
+
+        return len(await self.call(self.driver.find_elements, By.CSS_SELECTOR, css))
+
+    async def has(self, what: str, css: str, count: int) -> None:
+        from selenium.webdriver.common.by import By
+
+        await self.until(what, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, css)) == count)
+
+    async def click(self, css: str) -> None:
+        await self.on(css, lambda e: e.click())
+
+    async def screenshot(self, name: str, *, whole: bool = True) -> Path:
+        """The whole page, beyond the window (Chromium's DevTools protocol), or just the window, into tmp_path."""
+
+        def capture() -> bytes:
+            if not whole:
+                return self.driver.get_screenshot_as_png()
+            size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+            shot = self.driver.execute_cdp_cmd(
+                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+            )
+            return base64.b64decode(shot["data"])
+
+        path = self.shots / f"{name}.png"
+        path.write_bytes(await self.call(capture))
+        print(f"screenshot: {path}")
+        return path
+
+    async def script(self, source: str) -> Any:
+        return await self.call(self.driver.execute_script, source)
+
+
+@pytest.fixture
+def page(browser: Any, tmp_path: Path) -> Page:
+    return Page(browser, tmp_path)
+
+
+async def test_the_dashboard_and_its_assets_are_served(client: Any) -> None:
+    for path in ("/", "/ui", "/ui/"):
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith("text/html")
+        assert "/ui/app.js" in response.text and "/ui/style.css" in response.text
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    for asset, kind in (("/ui/app.js", "javascript"), ("/ui/style.css", "text/css")):
+        response = await client.get(asset)
+        assert response.status_code == 200 and kind in response.headers["content-type"], asset
+    assert (await client.get("/ui/nope.js")).status_code == 404
+    sizes = {p.name: p.stat().st_size for p in (Path(__file__).parents[1] / "switchover" / "ui").iterdir()}
+    assert sum(sizes.values()) < 40_000, sizes  # plain HTML/CSS/JS, fast to load
+
+
+async def test_a_blue_green_rollout_is_followed_live_and_promoted_from_the_page(
+    scenario: Scenario, db: Any, settings: Settings, page: Page
+) -> None:
+    await scenario.given_deployment(replicas=2, strategy=blue_green(scale_down_delay_seconds=300))
+    await scenario.ready_on_first_revision()
+    name = (await scenario.deployment()).name
+
+    async with serving(create_app(settings, db)) as url:
+        await page.open(url + "/")
+        await page.shows("the deployment in the list", "tbody tr", name, "READY", "rev 1")
+        await page.shows("a live connection", "#live", "Live")
+        await page.screenshot("1-list")
+
+        await page.click(f'a[href="#/d/{scenario.id}"]')
+        await page.shows("the deployment, READY", "#d-lifecycle", "READY")
+        await page.has("revision 1 serving on two routes", 'li.route[data-revision="1"][data-traffic="ACTIVE"]', 2)
+        assert not await page.on("#act-promote", lambda e: e.is_enabled())
+        assert "nothing to promote" in await page.text("#why-promote")
+        await page.shows("a live connection", "#live", "Live")
+        await page.script("window.notReloaded = true")  # gone if the page reloads
+
+        await scenario.deploy()  # revision 2: the page follows without a reload from here on
+        await page.shows("the rollout starting", "#d-lifecycle", "DEPLOYING", "PROVISIONING")
+        await scenario.tick()  # the scheduler starts two green routes without traffic
+        await page.has("two green routes provisioning", 'li.route[data-revision="2"][data-status="PROVISIONING"]', 2)
+        await page.shows("why it waits", "#d-waiting", "ROUTES_NOT_HEALTHY")
+        await page.screenshot("2-provisioning")
+
+        await scenario.report(RouteStatus.HEALTHY, revision=2, count=1)
+        await page.has("one green route healthy", 'li.route[data-revision="2"][data-status="HEALTHY"]', 1)
+        await scenario.healthy(revision=2)
+        await scenario.tick()  # all green routes healthy: awaiting promotion
+        await page.shows("the rollout awaiting promotion", "#d-lifecycle", "AWAITING_PROMOTION")
+        await page.shows("why it waits", "#d-waiting", "MANUAL_PROMOTION")
+        await page.until("an enabled promote button", lambda d: d.find_element("id", "act-promote").is_enabled())
+        assert await page.text("#act-promote") == "Promote revision 2"
+        assert await page.count('li.route[data-traffic="ACTIVE"][data-revision="2"]') == 0
+        await page.screenshot("3-awaiting-promotion")
+
+        from selenium.webdriver.common.keys import Keys
+
+        await page.on("#act-promote", lambda e: e.send_keys(Keys.ENTER))  # keyboard-usable
+        await page.shows("a confirmation naming the revision", "#confirm", "revision 2", "model:2", "revision 1")
+        assert await page.script("return document.activeElement.textContent") == "Cancel"  # the safe default
+        await page.screenshot("4-confirm-promotion", whole=False)  # a modal dialog covers the window
+        await page.click("#confirm-ok")
+
+        await page.has("revision 2 serving on two routes", 'li.route[data-revision="2"][data-traffic="ACTIVE"]', 2)
+        await page.has("revision 1 kept warm", 'li.route[data-revision="1"][data-traffic="INACTIVE"]', 2)
+        await page.shows("the deployment READY on revision 2", "#d-lifecycle", "READY")
+        await page.shows("the promotion in the history", ".timeline", "promote", "promoted revision 2", "anonymous")
+        await page.until("an enabled revert button", lambda d: d.find_element("id", "act-revert").is_enabled())
+        assert await page.text("#act-revert") == "Revert to revision 1"
+        assert await page.script("return window.notReloaded") is True
+        assert await page.text("#error") == ""
+        await page.screenshot("5-promoted")
+        console = await page.call(page.driver.get_log, "browser")
+        assert [e for e in console if e["level"] == "SEVERE"] == [], console  # no script error, no CSP violation
+
+    assert await scenario.active_revisions() == [2, 2]
+    assert (await scenario.history())[-1].startswith("promote SUCCESS")
+
+
+async def test_with_a_jwt_secret_the_page_asks_for_a_token_and_keeps_it(
+    scenario: Scenario, db: Any, database_url: str, page: Page
+) -> None:
+    await scenario.given_deployment(replicas=1)
+    name = (await scenario.deployment()).name
+    app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
+
+    async with serving(app) as url:
+        await page.open(url + "/ui")
+        await page.shows("the refusal with its code", "#error", "UNAUTHENTICATED", "Authorization")
+        await page.screenshot("6-no-token")
+
+        await page.on("#token", lambda e: e.send_keys(token()))
+        await page.click("#token-form button[type=submit]")
+        await page.shows("the deployment in the list", "tbody tr", name, "PENDING")
+        await page.shows("a live connection", "#live", "Live")
+        assert await page.text("#error") == ""
+
+        await page.open(url + "/ui")  # a reload keeps the token for the session
+        await page.shows("the deployment in the list after a reload", "tbody tr", name)
+        await scenario.deploy()  # live events, authorized by the token in connection_init
+        await page.shows("the deployment rolling out", "tbody tr", name, "DEPLOYING", "rev 1")
+        await page.script("sessionStorage.clear()")
