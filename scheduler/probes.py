@@ -68,13 +68,3 @@ class HealthChecker:
         with contextlib.suppress(InvalidState, NotFound):  # stopped meanwhile: nothing to report
             await lifecycle.report_route_health(self.db, route_id, status, actor=ACTOR)
             log.info("route %s is %s", route_id, status)
-
-
-async def run(checker: HealthChecker, *, interval: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await asyncio.create_task(checker.run_once())  # a fresh connection binding each pass (see process.run)
-        except Exception:
-            log.exception("health check pass failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)

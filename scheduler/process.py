@@ -4,11 +4,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from databases import Database
 
-from scheduler import probes, runtime
 from scheduler.probes import HealthChecker
 from scheduler.runner import step
 from scheduler.runtime import ProcessRuntime
@@ -45,6 +45,17 @@ async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Eve
         await listener.close()
 
 
+async def every(interval: float, pass_once: Callable[[], Awaitable[None]], *, stop: asyncio.Event, name: str) -> None:
+    """Run `pass_once` every `interval` seconds until `stop`; a failed pass is logged, the next one still runs."""
+    while not stop.is_set():
+        try:
+            await asyncio.create_task(pass_once())  # a fresh `databases` connection binding each pass (see `run`)
+        except Exception:
+            log.exception("%s pass failed", name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 async def _first(*events: asyncio.Event) -> None:
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
@@ -73,11 +84,13 @@ async def main(db: Database, url: str, settings: Settings) -> None:
         )
         loops = [
             run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop),
-            probes.run(checker, interval=settings.health_interval_seconds, stop=stop),
+            every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
         ]
         if settings.runtime == "process":
             replicas = ProcessRuntime(db, stop_grace_seconds=settings.stop_grace_seconds)
-            loops.append(runtime.run(replicas, interval=min(0.5, settings.health_interval_seconds), stop=stop))
+            loops.append(
+                every(min(0.5, settings.health_interval_seconds), replicas.run_once, stop=stop, name="runtime")
+            )
         await asyncio.gather(*loops)
         log.info("scheduler stopped")
     finally:

@@ -4,7 +4,6 @@ State lives in the database (`runtime_ref` = the pid, `endpoint_url`) and in the
 object, so a restarted scheduler adopts the replicas that are still running instead of starting them again.
 """
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -157,13 +156,3 @@ class ProcessRuntime:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
         self.children.clear()
-
-
-async def run(rt: ProcessRuntime, *, interval: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await asyncio.create_task(rt.run_once())  # a fresh connection binding each pass (see process.run)
-        except Exception:
-            log.exception("runtime pass failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -103,3 +103,15 @@ async def scenario(db: Any) -> AsyncIterator[Any]:
 
     yield Scenario(db)
     await invariants.check(db)
+
+
+@pytest.fixture
+async def machine(scenario: Any) -> AsyncIterator[Any]:
+    """The scheduler, the process runtime and the health checker, driven by hand; replicas are killed at the end."""
+    from tests.runtime_helpers import Machine
+
+    m = Machine(scenario)
+    try:
+        yield m
+    finally:
+        m.runtime.stop_all_started_here()

@@ -10,12 +10,13 @@ from starlette.types import ASGIApp
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port; yields its base URL (http://127.0.0.1:PORT)."""
+async def serving(app: ASGIApp, *, lifespan: str = "off") -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port; yields its base URL (http://127.0.0.1:PORT). The apps of the tests share
+    the test's connected database, so their lifespan is off unless asked for."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan=lifespan))
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "server did not start"

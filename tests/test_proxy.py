@@ -1,47 +1,24 @@
 """The traffic proxy: only ACTIVE routes get requests, and a load across a promotion sees no failure."""
 
 import asyncio
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
 from store import lifecycle
 from store.database import open_database
 from switchover.proxy import create_proxy
+from tests.live_server import serving
 from tests.runtime_helpers import Machine
 from tests.scenario import Scenario, blue_green
 
 
 @pytest.fixture
-async def machine(scenario: Scenario) -> AsyncIterator[Machine]:
-    m = Machine(scenario)
-    try:
-        yield m
-    finally:
-        m.runtime.stop_all_started_here()
-
-
-@pytest.fixture
 async def proxy(database_url: str) -> AsyncIterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_proxy(open_database(database_url), database_url), port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "proxy did not start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(create_proxy(open_database(database_url), database_url), lifespan="on") as url:
+        yield url
 
 
 async def answers(client: httpx.AsyncClient, url: str, count: int) -> Counter[int | str]:

@@ -1,11 +1,9 @@
 """The process runtime and HTTP health checks: real replica processes, real probes."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psutil
-import pytest
 
 from scheduler.runner import run_once
 from scheduler.runtime import ProcessRuntime, replica_alive
@@ -13,15 +11,6 @@ from store import lifecycle
 from store.models import RouteStatus, RouteTrafficStatus
 from tests.runtime_helpers import Machine
 from tests.scenario import Scenario, blue_green
-
-
-@pytest.fixture
-async def machine(scenario: Scenario) -> AsyncIterator[Machine]:
-    m = Machine(scenario)
-    try:
-        yield m
-    finally:
-        m.runtime.stop_all_started_here()
 
 
 def pid_of(route: Any) -> int:
