@@ -130,6 +130,8 @@ class Deployment:
         """When the scheduler acts on its own, counted from `phase_started_at`; None while it only waits."""
         if self.lifecycle is DeploymentLifecycle.DESTROYING:
             return self.phase_started_at
+        if self.lifecycle is DeploymentLifecycle.READY:
+            return self.next_check_at  # e.g. when the old routes kept warm after a promotion are drained
         if self.lifecycle is not DeploymentLifecycle.DEPLOYING:
             return None
         if self.sub_step is DeploymentLifecycleSubStep.DEPLOYING_PROVISIONING:

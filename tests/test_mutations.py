@@ -162,3 +162,14 @@ async def test_routes_filter_by_status_and_traffic(scenario: Scenario, client: A
     assert result["active"] == [{"revision": {"number": 1}}] * 2
     assert result["healthyInactive"] == [{"revision": {"number": 2}}] * 2
     assert result["provisioning"] == []
+
+
+async def test_after_a_promotion_next_action_is_the_drain_of_the_old_routes(scenario: Scenario, client: Any) -> None:
+    await awaiting_promotion(scenario)
+    await data(client, PROMOTE, {"d": scenario.id})
+
+    query = "query($d: ID!) { deployment(id: $d) { nextActionAt } }"
+    next_action = (await data(client, query, {"d": scenario.id}))["deployment"]["nextActionAt"]
+
+    drain = min(r.terminate_after for r in await scenario.routes(revision=1) if r.terminate_after)
+    assert next_action == drain.isoformat()
