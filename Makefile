@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 NODE_DEPS := federation/node_modules/.package-lock.json
 
-.PHONY: run test lint compose clean
+.PHONY: run test lint compose bench clean
 
 $(BIN)/switchover: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(BIN)/switchover $(NODE_DEPS)
 lint: $(BIN)/switchover
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# On demand, not in CI: writes bench/RESULTS.md and the plots (about 5 minutes; see bench/README.md).
+bench: $(BIN)/switchover
+	bench/run.sh
 
 compose: $(BIN)/switchover $(NODE_DEPS)
 	$(BIN)/switchover schema compose

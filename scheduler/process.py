@@ -10,7 +10,7 @@ import asyncpg
 from databases import Database
 
 from scheduler.probes import HealthChecker
-from scheduler.runner import step
+from scheduler.runner import run_once
 from scheduler.runtime import ProcessRuntime
 from store import notifications
 from switchover.settings import Settings
@@ -18,7 +18,7 @@ from switchover.settings import Settings
 log = logging.getLogger("switchover.scheduler")
 
 
-async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Event) -> None:
+async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Event, workers: int = 4) -> None:
     """Run until `stop` is set; the step in progress always finishes (its transaction commits or rolls back)."""
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
@@ -28,10 +28,7 @@ async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Eve
             if listener is None or listener.is_closed():
                 listener = await notifications.listen(url, lambda _: wake.set())
             wake.clear()
-            # Each step in a task of its own: `databases` binds a connection to the task that used it, and a step
-            # that failed on a dead connection would otherwise leave this long-lived task holding it for good.
-            while not stop.is_set() and await asyncio.create_task(step(db)):
-                pass
+            await run_once(db, workers=workers, stop=stop)
             failures = 0
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             failures += 1
@@ -83,7 +80,7 @@ async def main(db: Database, url: str, settings: Settings) -> None:
             unhealthy_after=settings.unhealthy_after,
         )
         loops = [
-            run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop),
+            run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop, workers=settings.scheduler_workers),
             every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
         ]
         if settings.runtime == "process":
@@ -91,7 +88,10 @@ async def main(db: Database, url: str, settings: Settings) -> None:
             loops.append(
                 every(min(0.5, settings.health_interval_seconds), replicas.run_once, stop=stop, name="runtime")
             )
-        await asyncio.gather(*loops)
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            await checker.aclose()
         log.info("scheduler stopped")
     finally:
         await db.disconnect()

@@ -3,6 +3,7 @@
 `run_once` is what tests call; the scheduler process is a loop around it.
 """
 
+import asyncio
 import logging
 
 from databases import Database
@@ -23,11 +24,23 @@ RESULTS = {
 }
 
 
-async def run_once(db: Database, *, max_steps: int = 10_000) -> int:
-    """Handle due deployments until none is due (or `max_steps`); returns how many steps ran."""
+async def run_once(
+    db: Database, *, max_steps: int = 10_000, workers: int = 1, stop: asyncio.Event | None = None
+) -> int:
+    """Handle due deployments until none is due (or `max_steps`, or `stop`); returns how many steps ran.
+
+    With several `workers`, steps run side by side on their own connections; `SKIP LOCKED` keeps them on different
+    deployments. Each step runs in a task of its own: `databases` binds a connection to the task that used it, and
+    a step that failed on a dead connection must not leave a long-lived task holding that connection.
+    """
     steps = 0
-    while steps < max_steps and await step(db):
-        steps += 1
+
+    async def work() -> None:
+        nonlocal steps
+        while steps < max_steps and not (stop and stop.is_set()) and await asyncio.create_task(step(db)):
+            steps += 1
+
+    await asyncio.gather(*(work() for _ in range(workers)))
     return steps
 
 

@@ -50,11 +50,11 @@ async def lock_routes(db: Database, deployment_id: str) -> list[Route]:
     return [records.route(row) for row in rows]
 
 
-async def revision_number(db: Database, revision_id: str | None) -> int | None:
-    if revision_id is None:
-        return None
-    row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id})
-    return None if row is None else row["number"]
+async def revision_numbers(db: Database, *revision_ids: str | None) -> list[int | None]:
+    """The numbers of these revisions (None for None), in one query."""
+    rows = await db.fetch_all(QUERIES["revision_numbers"], {"ids": [i for i in revision_ids if i is not None]})
+    numbers = {str(row["id"]): row["number"] for row in rows}
+    return [None if i is None else numbers.get(i) for i in revision_ids]
 
 
 async def notify(db: Database, deployment_id: str) -> None:
@@ -78,10 +78,9 @@ async def move(
         "to_lifecycle": to_state[0].value,
         "to_sub_step": to_state[1].value if to_state[1] else None,
         "swap": swap,
+        "check_now": next_check_now,
         "next_check_at": next_check_at,
     }
-    if next_check_now:
-        values["next_check_at"] = await db.fetch_val(QUERIES["database_now"])
     row = await db.fetch_one(QUERIES["move_deployment"], values)
     if row is None:  # cannot happen under the row lock; refuse rather than write over a change
         raise Conflict(f"deployment {deployment.name} changed state concurrently; retry")
@@ -120,7 +119,7 @@ async def deploy_revision(db: Database, deployment_id: str, revision_id: str, *,
         updated_row = await db.fetch_one(QUERIES["start_rollout"], {"id": deployment.id, "revision_id": revision.id})
         assert updated_row is not None
         updated = records.deployment(updated_row)
-        current = await revision_number(db, deployment.current_revision_id)
+        [current] = await revision_numbers(db, deployment.current_revision_id)
         over = f" over revision {current}" if current else " (first deploy)"
         await history.record(
             db,
@@ -194,8 +193,9 @@ async def promote(
         updated = await move(
             db, deployment, (DeploymentLifecycle.READY, None), swap=True, next_check_now=False, next_check_at=drain_at
         )
-        new_number = await revision_number(db, deployment.deploying_revision_id)
-        old_number = await revision_number(db, deployment.current_revision_id)
+        new_number, old_number = await revision_numbers(
+            db, deployment.deploying_revision_id, deployment.current_revision_id
+        )
         over = f" over revision {old_number}" if old_number else " (first deploy)"
         await history.record(
             db,
@@ -258,8 +258,7 @@ async def revert_promotion(db: Database, deployment_id: str, *, actor: str, reas
             {"id": deployment.id, "revision_id": previous_revision, "next_check_at": drain_at},
         )
         assert row is not None
-        reverted = await revision_number(db, deployment.current_revision_id)
-        restored = await revision_number(db, previous_revision)
+        reverted, restored = await revision_numbers(db, deployment.current_revision_id, previous_revision)
         state = state_of(deployment)
         await history.record(
             db,
@@ -287,7 +286,7 @@ async def begin_rollback(db: Database, deployment_id: str, *, actor: str, reason
         if deployment.sub_step is ROLLING_BACK:
             raise InvalidState(f"{describe(deployment)}: it is already rolling back")
         updated = await move(db, deployment, (DEPLOYING, ROLLING_BACK))
-        number = await revision_number(db, deployment.deploying_revision_id)
+        [number] = await revision_numbers(db, deployment.deploying_revision_id)
         await history.record(
             db,
             deployment.id,

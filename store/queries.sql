@@ -110,6 +110,9 @@ SELECT * FROM routes WHERE id = :id FOR UPDATE
 -- name: deployment_of_route
 SELECT deployment_id FROM routes WHERE id = :id
 
+-- name: revision_numbers
+SELECT id, number FROM revisions WHERE id = ANY(CAST(:ids AS uuid[]))
+
 -- name: revision_of_deployment
 SELECT * FROM revisions WHERE id = :id
 
@@ -130,7 +133,7 @@ SET lifecycle = :to_lifecycle,
     deploying_revision_id = CASE WHEN :to_lifecycle = 'DEPLOYING' THEN deploying_revision_id END,
     phase_started_at = now(),
     attempts = 0,
-    next_check_at = CAST(:next_check_at AS timestamptz),
+    next_check_at = CASE WHEN :check_now THEN now() ELSE CAST(:next_check_at AS timestamptz) END,
     updated_at = now()
 WHERE id = :id AND lifecycle = :from_lifecycle AND sub_step IS NOT DISTINCT FROM CAST(:from_sub_step AS text)
 RETURNING *

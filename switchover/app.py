@@ -21,7 +21,7 @@ from resolvers import make_schema
 from resolvers.auth import ANONYMOUS, Principal, principal_from
 from resolvers.context import Context
 from resolvers.errors import error_log, format_error
-from resolvers.limits import require_authentication, validation_rules
+from resolvers.limits import DocumentCache, require_authentication, validation_rules
 from store.database import check_schema
 from store.errors import Unauthenticated
 from switchover.guards import BodyLimit, RouterOnly
@@ -80,6 +80,7 @@ def create_app(settings: Settings, db: Database) -> Starlette:
     def keep_connection_params(websocket: WebSocket, payload: Any) -> None:
         websocket.scope[CONNECTION_PARAMS] = payload if isinstance(payload, dict) else {}
 
+    documents = DocumentCache()
     graphql: ASGIApp = GraphQL(
         make_schema(max_representations=settings.max_representations),
         context_value=context_for_request,
@@ -91,6 +92,8 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         websocket_handler=GraphQLTransportWSHandler(on_connect=keep_connection_params),
         execute_get_queries=True,
         validation_rules=validation_rules(max_depth=settings.max_depth, max_cost=settings.max_cost),
+        query_parser=documents.parse,
+        query_validator=documents.validate,
     )
     graphql = BodyLimit(graphql, settings.max_body_bytes)
     if settings.router_secret:

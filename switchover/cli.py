@@ -86,7 +86,8 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     exit_cleanly_on_sigterm(0)  # a SIGTERM before the scheduler loop runs: nothing started, a clean exit
     url = database_url(settings)
     _check_schema_or_exit(url)
-    db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)
+    # A connection per worker, plus the runtime's and the health checker's.
+    db = open_database(url, max_size=settings.scheduler_workers + 3, statement_timeout_ms=settings.statement_timeout_ms)
     asyncio.run(main(db, url, settings))
     return 0
 

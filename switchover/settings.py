@@ -46,6 +46,7 @@ class Settings:
     router_secret: str | None = None
     # Scheduler: how often it looks for due work when nothing wakes it.
     poll_interval_seconds: float = 0.5
+    scheduler_workers: int = 4  # deployments one scheduler handles side by side
     statement_timeout_ms: int = 10_000
     # Who starts replicas: `external` (an orchestrator reports health) or `process` (local replica processes).
     runtime: str = "external"
@@ -76,6 +77,7 @@ def from_environment() -> Settings:
         max_body_bytes=int(_float("SWITCHOVER_MAX_BODY_BYTES", 1_000_000)),
         router_secret=os.environ.get("SWITCHOVER_ROUTER_SECRET") or None,
         poll_interval_seconds=_float("SWITCHOVER_POLL_INTERVAL", 0.5),
+        scheduler_workers=int(_float("SWITCHOVER_SCHEDULER_WORKERS", 4)),
         statement_timeout_ms=int(_float("SWITCHOVER_STATEMENT_TIMEOUT_MS", 10_000)),
         # The embedded default is a machine with nothing else on it: replicas run as local processes.
         runtime=_runtime(embedded=database_url is None),

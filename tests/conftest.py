@@ -115,3 +115,4 @@ async def machine(scenario: Any) -> AsyncIterator[Any]:
         yield m
     finally:
         m.runtime.stop_all_started_here()
+        await m.checker.aclose()
