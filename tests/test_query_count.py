@@ -1,0 +1,93 @@
+"""A page of deployments with their revision, routes and history costs the same number of SQL statements whatever
+its size: every nested field is batched per request, never fetched per deployment."""
+
+import uuid
+from typing import Any
+
+import pytest
+
+from scheduler.runner import run_once
+from store import deployments, lifecycle, reads
+from store.models import RouteStatus
+from tests.graphql import data
+from tests.scenario import blue_green
+
+PAGE = """
+query($first: Int!) {
+  deployments(first: $first) {
+    edges {
+      node {
+        id name
+        currentRevision { number image }
+        routes { id status trafficStatus }
+        history(first: 5) { edges { node { phase message } } }
+      }
+    }
+  }
+}
+"""
+
+STATEMENTS = ("fetch_all", "fetch_one", "fetch_val", "execute", "execute_many", "iterate")
+
+
+async def add_serving_deployments(db: Any, count: int) -> None:
+    """`count` deployments serving their first revision on one HEALTHY route each."""
+    created = []
+    for _ in range(count):
+        d = await deployments.create_deployment(
+            db,
+            project_id=str(uuid.uuid4()),
+            name=f"model-{uuid.uuid4().hex[:8]}",
+            replicas=1,
+            strategy=blue_green(),
+            actor="test",
+        )
+        revision = await deployments.add_revision(
+            db, deployment_id=d.id, image="model:1", env=None, health_check_path=None, actor="test"
+        )
+        await lifecycle.deploy_revision(db, d.id, revision.id, actor="test")
+        created.append(d.id)
+    await run_once(db)
+    for routes in (await reads.routes_of_deployments(db, created)).values():
+        for route in routes:
+            await lifecycle.report_route_health(db, route.id, RouteStatus.HEALTHY, actor="test")
+    await run_once(db)
+
+
+def count_statements(db: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement sent through `db` from now on, in order."""
+    sent: list[str] = []
+    for name in STATEMENTS:
+        original = getattr(db, name)
+
+        def counting(query: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            return _original(query, *args, **kwargs)
+
+        monkeypatch.setattr(db, name, counting)
+    return sent
+
+
+async def test_a_page_of_deployments_takes_the_same_number_of_statements_for_1_10_and_100(
+    client: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts: dict[int, int] = {}
+    total = 0
+    for size in (1, 10, 100):
+        await add_serving_deployments(db, size - total)
+        total = size
+        with monkeypatch.context() as patch:
+            sent = count_statements(db, patch)
+            result = await data(client, PAGE, {"first": size})
+        edges = result["deployments"]["edges"]
+        assert len(edges) == size
+        for edge in edges:
+            node = edge["node"]
+            assert node["currentRevision"] == {"number": 1, "image": "model:1"}
+            assert [r["status"] for r in node["routes"]] == ["HEALTHY"]
+            assert node["history"]["edges"][0]["node"]["phase"] == "promote"
+        counts[size] = len(sent)
+
+    # The page, the current revisions, the routes and the history: one batched statement each.
+    assert counts[1] == counts[10] == counts[100], counts
+    assert counts[1] <= 4, counts
