@@ -45,6 +45,17 @@ async def lock_deployment(db: Database, deployment_id: str) -> Deployment:
     return records.deployment(row)
 
 
+async def lock_at_rest(db: Database, deployment_id: str, *, to: str) -> Deployment:
+    """Lock a deployment that is PENDING or READY: CONFLICT while a rollout is in flight (the caller may promote or
+    roll back first), INVALID_STATE once it is being destroyed. `to` says what the caller wanted to do."""
+    deployment = await lock_deployment(db, deployment_id)
+    if deployment.lifecycle is DEPLOYING:
+        raise Conflict(f"{describe(deployment)}: promote or roll back the rollout in flight before you {to}")
+    if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
+        raise InvalidState(f"{describe(deployment)}: it is being destroyed, so you cannot {to}")
+    return deployment
+
+
 async def lock_routes(db: Database, deployment_id: str) -> list[Route]:
     rows = await db.fetch_all(QUERIES["lock_routes_of_deployment"], {"deployment_id": deployment_id})
     return [records.route(row) for row in rows]
@@ -101,13 +112,7 @@ async def deploy_revision(db: Database, deployment_id: str, revision_id: str, *,
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     revision_id = validation.parse_id(revision_id, "revisionId")
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
-        if deployment.lifecycle is DEPLOYING:
-            raise Conflict(
-                f"{describe(deployment)}: a rollout is in flight; promote or roll it back before deploying again"
-            )
-        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
-            raise InvalidState(f"{describe(deployment)}: it can no longer deploy revisions")
+        deployment = await lock_at_rest(db, deployment_id, to="deploy again")
         row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id})
         if row is None:
             raise NotFound(f"revision {revision_id} does not exist")
@@ -303,11 +308,7 @@ async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) 
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     validation.check_replicas(replicas)
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
-        if deployment.lifecycle is DEPLOYING:
-            raise Conflict(f"{describe(deployment)}: promote or roll back the rollout in flight before scaling")
-        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
-            raise InvalidState(f"{describe(deployment)}: it can no longer be scaled")
+        deployment = await lock_at_rest(db, deployment_id, to="scale it")
         validation.check_strategy(deployment.strategy, replicas)
         row = await db.fetch_one(QUERIES["set_replicas"], {"id": deployment.id, "replicas": replicas})
         assert row is not None
@@ -329,11 +330,7 @@ async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) 
 async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, *, actor: str) -> Deployment:
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
-        if deployment.lifecycle is DEPLOYING:
-            raise Conflict(f"{describe(deployment)}: change the strategy after the rollout in flight ends")
-        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
-            raise InvalidState(f"{describe(deployment)}: its strategy can no longer change")
+        deployment = await lock_at_rest(db, deployment_id, to="change its strategy")
         validation.check_strategy(strategy, deployment.replicas)
         row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
         assert row is not None
@@ -353,11 +350,7 @@ async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, 
 async def destroy(db: Database, deployment_id: str, *, actor: str) -> Deployment:
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
-        if deployment.lifecycle is DEPLOYING:
-            raise Conflict(f"{describe(deployment)}: promote or roll back the rollout in flight before destroying")
-        if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
-            raise InvalidState(f"{describe(deployment)}: it is already being destroyed")
+        deployment = await lock_at_rest(db, deployment_id, to="destroy it")
         updated = await move(db, deployment, (DeploymentLifecycle.DESTROYING, None))
         await history.record(
             db,

@@ -156,3 +156,13 @@ class Scenario:
         await self.tick()
         assert await self.state() == "READY", await self.history()
         return self
+
+    async def awaiting_promotion_of_revision_2(self) -> "Scenario":
+        """Revision 1 serving, revision 2's green routes all HEALTHY, waiting for promotion."""
+        await self.ready_on_first_revision()
+        await self.deploy()
+        await self.tick()
+        await self.healthy(revision=2)
+        await self.tick()
+        assert await self.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION", await self.history()
+        return self

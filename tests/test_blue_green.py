@@ -57,11 +57,7 @@ async def test_a_rollout_provisions_green_without_traffic_then_a_manual_promote_
 
 async def test_the_promotion_is_recorded_with_its_actor_and_what_it_switched(scenario: Scenario, db: Any) -> None:
     await scenario.given_deployment(replicas=2)
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
 
     await lifecycle.promote(db, scenario.id, actor="alice@example.com")
 
@@ -119,11 +115,7 @@ async def test_auto_promotion_waits_for_the_delay_counted_from_awaiting_promotio
 
 async def test_a_promotion_timeout_rolls_back_and_the_blue_routes_keep_serving(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=2, strategy=blue_green(promotion_timeout_seconds=300))
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
 
     await scenario.shift_time(299)
     await scenario.tick()
@@ -219,11 +211,7 @@ async def test_retries_merge_into_one_history_row_with_the_attempt_count(scenari
 
 async def test_blue_routes_drain_only_after_the_scale_down_delay(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=2, strategy=blue_green(scale_down_delay_seconds=30))
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
     await lifecycle.promote(scenario.db, scenario.id, actor="alice")
 
     await scenario.tick()
@@ -244,11 +232,7 @@ async def test_blue_routes_drain_only_after_the_scale_down_delay(scenario: Scena
 
 async def test_a_manual_rollback_records_its_reason_and_restores_the_old_revision(scenario: Scenario, db: Any) -> None:
     await scenario.given_deployment(replicas=2)
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
 
     await lifecycle.begin_rollback(db, scenario.id, actor="bob", reason="latency regression")
     await scenario.tick()
@@ -266,11 +250,7 @@ async def test_a_manual_rollback_records_its_reason_and_restores_the_old_revisio
 
 async def test_a_dry_run_reports_the_switch_and_changes_nothing(scenario: Scenario, db: Any) -> None:
     await scenario.given_deployment(replicas=2)
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
     before = await snapshot(db)
 
     promotion = await lifecycle.promote(db, scenario.id, actor="alice", dry_run=True)
@@ -283,11 +263,7 @@ async def test_a_dry_run_reports_the_switch_and_changes_nothing(scenario: Scenar
 
 async def promotable(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=2)
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
 
 
 async def test_a_stale_expected_revision_is_a_conflict_and_changes_nothing(scenario: Scenario, db: Any) -> None:
@@ -359,7 +335,7 @@ async def test_deploying_during_a_rollout_is_a_conflict(scenario: Scenario, db: 
     third = await scenario.add_revision()
     before = await snapshot(db)
 
-    with pytest.raises(Conflict, match="promote or roll it back"):
+    with pytest.raises(Conflict, match="promote or roll back the rollout in flight before you deploy again"):
         await lifecycle.deploy_revision(db, scenario.id, third, actor="alice")
 
     assert await snapshot(db) == before
@@ -426,11 +402,7 @@ async def test_a_terminated_route_takes_no_more_reports(scenario: Scenario, db: 
 
 async def test_a_passed_auto_promote_time_does_not_spin_the_scheduler(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=2, strategy=blue_green(auto_promote=True, promote_delay_seconds=60))
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
     await scenario.report(RouteStatus.DEGRADED, revision=2, count=1)
     await scenario.shift_time(61)
 
@@ -457,11 +429,7 @@ async def test_a_blue_route_that_dies_during_a_rollout_leaves_its_share_to_the_o
 
 async def test_green_routes_stopped_while_awaiting_promotion_are_started_again(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=2)
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
     [gone, _] = await scenario.routes(revision=2)
 
     await lifecycle.report_route_health(scenario.db, gone.id, RouteStatus.TERMINATED, actor="orchestrator")
@@ -477,11 +445,7 @@ async def test_old_blue_routes_still_draining_when_the_next_rollout_starts_are_d
     scenario: Scenario,
 ) -> None:
     await scenario.given_deployment(replicas=1, strategy=blue_green(scale_down_delay_seconds=30))
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
     await lifecycle.promote(scenario.db, scenario.id, actor="alice")
     await scenario.deploy()  # revision 3 starts while revision 1 is still kept warm
     await scenario.tick()

@@ -26,11 +26,7 @@ mutation($id: ID!) { promoteDeployment(input: {deploymentId: $id}) { deployment 
 
 async def test_twenty_concurrent_promotions_switch_exactly_once(scenario: Scenario, client: Any, db: Any) -> None:
     await scenario.given_deployment(replicas=3)
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
 
     bodies = await asyncio.gather(*(gql(client, PROMOTE, {"id": scenario.id}) for _ in range(20)))
 

@@ -41,11 +41,7 @@ mutation($r: ID!, $s: RouteStatus!, $url: String) {
 
 async def awaiting_promotion(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=2)
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
 
 
 async def test_deploy_revision_starts_provisioning_with_a_timeout_due(scenario: Scenario, client: Any) -> None:

@@ -22,11 +22,7 @@ from tests.tokens import SECRET, token
 
 async def promoted(scenario: Scenario, **spec: Any) -> None:
     await scenario.given_deployment(replicas=2, strategy=blue_green(**spec))
-    await scenario.ready_on_first_revision()
-    await scenario.deploy()
-    await scenario.tick()
-    await scenario.healthy(revision=2)
-    await scenario.tick()
+    await scenario.awaiting_promotion_of_revision_2()
     await lifecycle.promote(scenario.db, scenario.id, actor="alice")
 
 
