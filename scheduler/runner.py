@@ -101,7 +101,11 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
             retry_at=claim.now if actions else decision.recheck_at,
         )
     elif outcome is Outcome.SUCCESS and actions.promote:
-        await lifecycle.promote(db, deployment.id, actor=ACTOR)
+        # The claim holds the deployment's and its routes' locks; with no route changed since, they are current.
+        if actions.create_routes or actions.terminate or actions.traffic:
+            await lifecycle.promote(db, deployment.id, actor=ACTOR)
+        else:
+            await lifecycle.switch_traffic(db, deployment, claim.routes, actor=ACTOR)
     else:
         target = transition.target(outcome)
         to_state = target.resolve(deployment)

@@ -153,67 +153,83 @@ async def promote(
         expected_revision_id = validation.parse_id(expected_revision_id, "expectedRevisionId")
     async with db.transaction():
         deployment = await lock_deployment(db, deployment_id)
-        if deployment.strategy.type is not DeploymentStrategyType.BLUE_GREEN:
-            raise InvalidState(
-                f"deployment {deployment.name} uses the {deployment.strategy.type} strategy: its new routes take "
-                "traffic as they become healthy, so there is nothing to promote"
-            )
-        if (deployment.lifecycle, deployment.sub_step) != (DEPLOYING, AWAITING_PROMOTION):
-            raise InvalidState(f"{describe(deployment)}: only a deployment awaiting promotion can be promoted")
-        if expected_revision_id is not None and expected_revision_id != deployment.deploying_revision_id:
-            raise Conflict(
-                f"deployment {deployment.name} is deploying revision {deployment.deploying_revision_id}, "
-                f"not the expected {expected_revision_id}; re-read it and decide again"
-            )
         routes = await lock_routes(db, deployment.id)
-        green = [r for r in routes if r.revision_id == deployment.deploying_revision_id]
-        healthy_green = [r for r in green if r.status is RouteStatus.HEALTHY]
-        if len(healthy_green) < deployment.replicas:
-            raise InvalidState(
-                f"deployment {deployment.name} has {len(healthy_green)} of {deployment.replicas} green routes "
-                "HEALTHY; wait until all are healthy before promoting"
-            )
-        promoted = healthy_green[: deployment.replicas]
-        promoted_ids = {r.id for r in promoted}
-        spare_green = [r for r in green if r.id not in promoted_ids and r.status is not RouteStatus.TERMINATING]
-        blue = [
-            r
-            for r in routes
-            if r.revision_id != deployment.deploying_revision_id
-            and (r.status in LIVE_ROUTE_STATUSES or r.traffic_status is RouteTrafficStatus.ACTIVE)
-        ]
-        if dry_run:
-            return Promotion(deployment, promoted, blue, dry_run=True)
+        return await switch_traffic(
+            db, deployment, routes, actor=actor, expected_revision_id=expected_revision_id, dry_run=dry_run
+        )
 
-        ratio = 1.0 / len(promoted)
-        promoted_rows = await db.fetch_all(QUERIES["route_traffic"], {"ids": [r.id for r in promoted], "ratio": ratio})
-        drained_rows = await db.fetch_all(
-            QUERIES["keep_warm_without_traffic"],
-            {"ids": [r.id for r in blue], "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds)},
+
+async def switch_traffic(
+    db: Database,
+    deployment: Deployment,
+    routes: list[Route],
+    *,
+    actor: str,
+    expected_revision_id: str | None = None,
+    dry_run: bool = False,
+) -> Promotion:
+    """`promote` for a caller that already holds the deployment's and its routes' locks in this transaction (the
+    scheduler's claim): re-check, then switch."""
+    if deployment.strategy.type is not DeploymentStrategyType.BLUE_GREEN:
+        raise InvalidState(
+            f"deployment {deployment.name} uses the {deployment.strategy.type} strategy: its new routes take "
+            "traffic as they become healthy, so there is nothing to promote"
         )
-        if spare_green:
-            await db.fetch_all(QUERIES["terminate_routes"], {"ids": [r.id for r in spare_green]})
-        # The scheduler next acts when the blue routes' scale-down delay has passed.
-        drain_at = min((row["terminate_after"] for row in drained_rows), default=None)
-        updated = await move(
-            db, deployment, (DeploymentLifecycle.READY, None), swap=True, next_check_now=False, next_check_at=drain_at
+    if (deployment.lifecycle, deployment.sub_step) != (DEPLOYING, AWAITING_PROMOTION):
+        raise InvalidState(f"{describe(deployment)}: only a deployment awaiting promotion can be promoted")
+    if expected_revision_id is not None and expected_revision_id != deployment.deploying_revision_id:
+        raise Conflict(
+            f"deployment {deployment.name} is deploying revision {deployment.deploying_revision_id}, "
+            f"not the expected {expected_revision_id}; re-read it and decide again"
         )
-        new_number, old_number = await revision_numbers(
-            db, deployment.deploying_revision_id, deployment.current_revision_id
+    green = [r for r in routes if r.revision_id == deployment.deploying_revision_id]
+    healthy_green = [r for r in green if r.status is RouteStatus.HEALTHY]
+    if len(healthy_green) < deployment.replicas:
+        raise InvalidState(
+            f"deployment {deployment.name} has {len(healthy_green)} of {deployment.replicas} green routes "
+            "HEALTHY; wait until all are healthy before promoting"
         )
-        over = f" over revision {old_number}" if old_number else " (first deploy)"
-        await history.record(
-            db,
-            deployment.id,
-            phase="promote",
-            message=(
-                f"promoted revision {new_number}{over}: {len(promoted)} routes active, {len(blue)} draining"
-                + (f" after {deployment.strategy.blue_green_spec.scale_down_delay_seconds} s" if blue else "")
-            ),
-            actor=actor,
-            from_state=state_of(deployment),
-            to_state=state_of(updated),
-        )
+    promoted = healthy_green[: deployment.replicas]
+    promoted_ids = {r.id for r in promoted}
+    spare_green = [r for r in green if r.id not in promoted_ids and r.status is not RouteStatus.TERMINATING]
+    blue = [
+        r
+        for r in routes
+        if r.revision_id != deployment.deploying_revision_id
+        and (r.status in LIVE_ROUTE_STATUSES or r.traffic_status is RouteTrafficStatus.ACTIVE)
+    ]
+    if dry_run:
+        return Promotion(deployment, promoted, blue, dry_run=True)
+
+    ratio = 1.0 / len(promoted)
+    promoted_rows = await db.fetch_all(QUERIES["route_traffic"], {"ids": [r.id for r in promoted], "ratio": ratio})
+    drained_rows = await db.fetch_all(
+        QUERIES["keep_warm_without_traffic"],
+        {"ids": [r.id for r in blue], "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds)},
+    )
+    if spare_green:
+        await db.fetch_all(QUERIES["terminate_routes"], {"ids": [r.id for r in spare_green]})
+    # The scheduler next acts when the blue routes' scale-down delay has passed.
+    drain_at = min((row["terminate_after"] for row in drained_rows), default=None)
+    updated = await move(
+        db, deployment, (DeploymentLifecycle.READY, None), swap=True, next_check_now=False, next_check_at=drain_at
+    )
+    new_number, old_number = await revision_numbers(
+        db, deployment.deploying_revision_id, deployment.current_revision_id
+    )
+    over = f" over revision {old_number}" if old_number else " (first deploy)"
+    await history.record(
+        db,
+        deployment.id,
+        phase="promote",
+        message=(
+            f"promoted revision {new_number}{over}: {len(promoted)} routes active, {len(blue)} draining"
+            + (f" after {deployment.strategy.blue_green_spec.scale_down_delay_seconds} s" if blue else "")
+        ),
+        actor=actor,
+        from_state=state_of(deployment),
+        to_state=state_of(updated),
+    )
     return Promotion(
         updated,
         sorted(map(records.route, promoted_rows), key=lambda r: r.seq),

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import orjson
 from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLHTTPHandler, GraphQLTransportWSHandler
 from databases import Database
@@ -51,7 +52,8 @@ class HTTPHandler(GraphQLHTTPHandler):
         # Execution happened (`data` present, even null): 200, so gateways pass `extensions.code` on.
         # Parse and validation failures keep 400.
         status = HTTPStatus.OK if "data" in result else HTTPStatus.BAD_REQUEST
-        return JSONResponse(result, status_code=status)
+        # orjson: serialising a page of 100 deployments is a visible part of its time with the stdlib encoder.
+        return Response(orjson.dumps(result), status_code=status, media_type="application/json")
 
 
 def create_app(settings: Settings, db: Database) -> Starlette:
