@@ -66,7 +66,8 @@ def load(path: Path, *, must_contain: str | None = None) -> Counter[tuple[str, .
 
 def _short(frame: str) -> str:
     # "f (/x/.venv/lib/python3.11/site-packages/databases/core.py:180)" -> "f (databases/core.py:180)"
-    return re.sub(r"\((?:[^()]*/site-packages/|[^()]*/lib/python3\.\d+/|[^()]*/work/main/)", "(", frame)
+    project = re.escape(str(Path(__file__).resolve().parent.parent) + "/")
+    return re.sub(rf"\((?:[^()]*/site-packages/|[^()]*/lib/python3\.\d+/|{project})", "(", frame)
 
 
 def components(stacks: Counter[tuple[str, ...]]) -> list[tuple[str, float]]:
