@@ -10,7 +10,7 @@ from databases import Database
 
 from scheduler.decisions import Decision, Outcome
 from scheduler.lifecycle import IDLE, Transition, transition_for
-from store import lifecycle, scheduling
+from store import history, lifecycle, scheduling
 from store.errors import StoreError
 from store.models import Deployment, SchedulingResult
 
@@ -88,7 +88,7 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
 
     if outcome is Outcome.WAIT:
         if actions:
-            await scheduling.note(db, deployment, phase=transition.phase, message=decision.message, actor=ACTOR)
+            await history.note(db, deployment, phase=transition.phase, message=decision.message, actor=ACTOR)
         await scheduling.wait(db, deployment, until=decision.recheck_at)
     elif outcome is Outcome.NEED_RETRY:
         await scheduling.count_retry(
@@ -113,7 +113,7 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
         if outcome is Outcome.GIVE_UP and decision.outcome is Outcome.NEED_RETRY:
             message = f"gave up after {deployment.attempts} retries: {decision.message}"
         if to_state is None:
-            await scheduling.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
+            await history.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
             await scheduling.wait(db, deployment, until=decision.recheck_at)
         else:
             await scheduling.move_on(

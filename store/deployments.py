@@ -77,14 +77,11 @@ async def add_revision(
         )
         assert revision_row is not None
         added = records.revision(revision_row)
-        state = (deployment.lifecycle, deployment.sub_step)
-        await history.record(
+        await history.note(
             db,
-            deployment_id,
+            deployment,
             phase="add_revision",
             message=f"added revision {number} ({image})",
             actor=actor,
-            from_state=state,
-            to_state=state,
         )
     return added

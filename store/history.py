@@ -2,7 +2,7 @@
 
 from databases.core import Connection, Database
 
-from store.models import DeploymentLifecycle, DeploymentLifecycleSubStep, SchedulingResult
+from store.models import Deployment, DeploymentLifecycle, DeploymentLifecycleSubStep, SchedulingResult
 from store.queries import QUERIES
 
 
@@ -35,3 +35,9 @@ async def record(
             "attempts": attempts,
         },
     )
+
+
+async def note(db: Database | Connection, deployment: Deployment, *, phase: str, message: str, actor: str) -> None:
+    """A history row for an operation that leaves (lifecycle, subStep) as it was."""
+    state = (deployment.lifecycle, deployment.sub_step)
+    await record(db, deployment.id, phase=phase, message=message, actor=actor, from_state=state, to_state=state)

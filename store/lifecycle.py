@@ -280,16 +280,13 @@ async def revert_promotion(db: Database, deployment_id: str, *, actor: str, reas
         )
         assert row is not None
         reverted, restored = await revision_numbers(db, deployment.current_revision_id, previous_revision)
-        state = state_of(deployment)
-        await history.record(
+        await history.note(
             db,
-            deployment.id,
+            deployment,
             phase="revert",
             message=f"reverted the promotion of revision {reverted}: revision {restored} serves again "
             f"({len(back)} routes active, {len(kept)} kept warm)" + (f": {reason}" if reason else ""),
             actor=actor,
-            from_state=state,
-            to_state=state,
         )
         await notify(db, deployment.id)
     return records.deployment(row)
@@ -329,15 +326,12 @@ async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) 
         row = await db.fetch_one(QUERIES["set_replicas"], {"id": deployment.id, "replicas": replicas})
         assert row is not None
         updated = records.deployment(row)
-        state = state_of(deployment)
-        await history.record(
+        await history.note(
             db,
-            deployment.id,
+            deployment,
             phase="scale",
             message=f"scaled from {deployment.replicas} to {replicas} replicas",
             actor=actor,
-            from_state=state,
-            to_state=state,
         )
         await notify(db, deployment.id)
     return updated
@@ -350,15 +344,12 @@ async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, 
         validation.check_strategy(strategy, deployment.replicas)
         row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
         assert row is not None
-        state = state_of(deployment)
-        await history.record(
+        await history.note(
             db,
-            deployment.id,
+            deployment,
             phase="strategy",
             message=f"strategy changed from {deployment.strategy.type} to {strategy.type}",
             actor=actor,
-            from_state=state,
-            to_state=state,
         )
     return records.deployment(row)
 
@@ -414,15 +405,12 @@ async def report_route_health(
             # A route that stopped took its share with it: the others share all the traffic again.
             await db.execute(QUERIES["share_traffic_equally"], {"deployment_id": deployment.id})
         if updated.status is not route.status:
-            state = state_of(deployment)
-            await history.record(
+            await history.note(
                 db,
-                deployment.id,
+                deployment,
                 phase="route_health",
                 message=f"route {route.id} ({route.traffic_status}) went from {route.status} to {updated.status}",
                 actor=actor,
-                from_state=state,
-                to_state=state,
             )
             await db.execute(QUERIES["wake_deployment"], {"id": deployment.id})
             await notify(db, deployment.id)

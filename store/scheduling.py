@@ -66,12 +66,6 @@ async def wait(db: Database, deployment: Deployment, *, until: datetime | None) 
     await db.execute(QUERIES["schedule_check"], {"id": deployment.id, "next_check_at": until})
 
 
-async def note(db: Database, deployment: Deployment, *, phase: str, message: str, actor: str) -> None:
-    """A history row for work done without a change of state."""
-    state = (deployment.lifecycle, deployment.sub_step)
-    await history.record(db, deployment.id, phase=phase, message=message, actor=actor, from_state=state, to_state=state)
-
-
 async def count_retry(
     db: Database,
     deployment: Deployment,
