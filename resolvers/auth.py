@@ -60,6 +60,11 @@ def principal_from(authorization: str | None, secret: str) -> Principal:
     return Principal(claims["sub"], frozenset(roles), frozenset(p for p in canonical if p is not None))
 
 
+def readable_projects(principal: Principal) -> list[str]:
+    """The projects whose deployments a non-admin caller sees when it names none."""
+    return sorted(p for p in principal.projects if principal.can_read(p))
+
+
 def require_read(principal: Principal, project_id: str) -> None:
     if not principal.can_read(project_id):
         raise Forbidden(f"{principal.sub} may not read project {project_id}")

@@ -46,6 +46,8 @@ class Context:
     principal: Principal
     # Set when the request's credentials were refused; root fields then answer with it.
     auth_error: Unauthenticated | None = None
+    # An HTTP response may carry JSON built by PostgreSQL as is (resolvers/planner.py); a websocket message may not.
+    plain_json: bool = False
     loaders: dict[Fetch, DataLoader] = field(default_factory=dict)
     _now: datetime | None = None
 

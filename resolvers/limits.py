@@ -4,8 +4,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from ariadne.validation import cost_validator
 from graphql import (
+    ArgumentNode,
     ASTValidationRule,
     DocumentNode,
     FieldNode,
@@ -17,9 +19,12 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    VariableNode,
+    Visitor,
     parse,
     specified_rules,
     validate,
+    visit,
 )
 
 from store.errors import BadUserInput
@@ -31,6 +36,7 @@ COST_MAP = {
     "Deployment": {"revisions": PAGED, "history": PAGED},
     "Project": {"deployments": PAGED},
 }
+MULTIPLIERS = frozenset(m for fields in COST_MAP.values() for cost in fields.values() for m in cost["multipliers"])
 # Fields that need no token: composition tools send none.
 PUBLIC_ROOT_FIELDS = frozenset({"_service", "__typename"})
 
@@ -88,7 +94,8 @@ def cost_limit(maximum: int, variables: dict[str, Any]) -> type[ASTValidationRul
     base: Any = cost_validator(maximum, default_cost=1, variables=variables, cost_map=COST_MAP)
 
     class CostLimit(base):  # type: ignore[misc, valid-type]
-        per_request = True  # depends on the variables: never cached with the document
+        per_request = True  # depends on the variables: cached per document and multiplier values
+        request_variables = variables
 
         def __init__(self, context: Any) -> None:
             super().__init__(context)
@@ -140,17 +147,32 @@ def require_authentication(resolver: Callable[..., Any], obj: Any, info: GraphQL
     return resolver(obj, info, **args)
 
 
+def multiplier_variables(document: DocumentNode) -> tuple[str, ...]:
+    """The variables passed to a cost multiplier argument (`first`): the only ones a document's cost depends on.
+    (Other arguments only matter to the cost when they fail to coerce, and then the request fails anyway.)"""
+    names: list[str] = []
+
+    class Collect(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+            if node.name.value in MULTIPLIERS and isinstance(node.value, VariableNode):
+                names.append(node.value.name.value)
+
+    visit(document, Collect())
+    return tuple(sorted(set(names)))
+
+
 class DocumentCache:
-    """Parsing and the variable-independent validation rules, done once per distinct query text.
+    """Parsing and validation, done once per distinct query text (the cost rule: per text and multiplier values).
 
     Validation was a third of the server's CPU on reads and half on promotions; a client sends the same few query
-    texts over and over. The cost rule, which reads the variables, still runs on every request.
+    texts over and over, with the same few page sizes.
     """
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
         self.documents: OrderedDict[str, DocumentNode] = OrderedDict()
-        self.validated: dict[int, tuple[DocumentNode, list[GraphQLError]]] = {}
+        self.validated: dict[int, tuple[DocumentNode, list[GraphQLError], tuple[str, ...]]] = {}
+        self.costs: OrderedDict[tuple[int, bytes], list[GraphQLError]] = OrderedDict()
 
     def parse(self, context: Any, data: dict[str, Any]) -> DocumentNode:
         query = data["query"]
@@ -163,6 +185,8 @@ class DocumentCache:
         if len(self.documents) > self.size:
             _, evicted = self.documents.popitem(last=False)
             self.validated.pop(id(evicted), None)
+            for key in [k for k in self.costs if k[0] == id(evicted)]:
+                del self.costs[key]
         return document
 
     def validate(
@@ -172,10 +196,25 @@ class DocumentCache:
         per_request = [r for r in rules if getattr(r, "per_request", False)]
         cached = self.validated.get(id(document))
         if cached is not None and cached[0] is document:  # the same object, not a new one at a reused address
-            errors = cached[1]
+            errors, multipliers = cached[1], cached[2]
         else:
             errors = validate(schema, document, [r for r in rules if r not in per_request], max_errors=max_errors)
+            multipliers = multiplier_variables(document) if not errors else ()
             text = document.loc.source.body if document.loc else None
             if text is not None and self.documents.get(text) is document:  # only documents the cache keeps alive
-                self.validated[id(document)] = (document, errors)
-        return errors or validate(schema, document, per_request, max_errors=max_errors)
+                self.validated[id(document)] = (document, errors, multipliers)
+            else:
+                return errors or validate(schema, document, per_request, max_errors=max_errors)
+        if errors or not per_request:
+            return errors
+        variables = getattr(per_request[0], "request_variables", None) or {}
+        try:
+            key = (id(document), orjson.dumps([variables.get(name) for name in multipliers]))
+        except TypeError:  # not JSON: let validation say what is wrong
+            return validate(schema, document, per_request, max_errors=max_errors)
+        costs = self.costs.get(key)
+        if costs is None:
+            costs = self.costs[key] = validate(schema, document, per_request, max_errors=max_errors)
+            if len(self.costs) > 8 * self.size:
+                self.costs.popitem(last=False)
+        return costs

@@ -5,7 +5,7 @@ from typing import Any
 from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
-from resolvers.auth import require_read
+from resolvers.auth import readable_projects, require_read
 from resolvers.connections import connection
 from resolvers.context import context
 from store import reads
@@ -36,8 +36,10 @@ async def resolve_deployments(
         project_ids: list[str] | None = [parse_id(project_id, "projectId")]
         require_read(ctx.principal, project_ids[0])
     else:  # everyone sees the deployments of the projects they may read
-        project_ids = None if ctx.principal.is_admin else sorted(ctx.principal.projects)
-    page = await reads.list_deployments(ctx.db, project_ids=project_ids, lifecycles=lifecycle, first=first, after=after)
+        project_ids = None if ctx.principal.is_admin else readable_projects(ctx.principal)
+    page = await reads.list_deployments(
+        ctx.db, project_ids=project_ids, name=name, lifecycles=lifecycle, first=first, after=after
+    )
     return connection(page)
 
 

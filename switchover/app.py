@@ -23,6 +23,7 @@ from resolvers.auth import ANONYMOUS, Principal, principal_from
 from resolvers.context import Context
 from resolvers.errors import error_log, format_error
 from resolvers.limits import DocumentCache, require_authentication, validation_rules
+from resolvers.planner import PlannedExecutor
 from store.database import check_schema
 from store.errors import Unauthenticated
 from switchover.guards import BodyLimit, RouterOnly
@@ -67,17 +68,18 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         raise SystemExit("switchover: SWITCHOVER_JWT_SECRET must be at least 32 bytes (RFC 7518 for HS256)")
 
     async def context_for_request(request: Request | WebSocket, data: Any) -> Context:
+        plain_json = isinstance(request, Request)
         if secret is None:
-            return Context(db=db, principal=ANONYMOUS)
+            return Context(db=db, principal=ANONYMOUS, plain_json=plain_json)
         # Over a websocket the token may also come in the connection_init payload (browsers cannot set headers).
         params = request.scope.get(CONNECTION_PARAMS) or {}
         authorization = (
             request.headers.get("authorization") or params.get("authorization") or params.get("Authorization")
         )
         try:
-            return Context(db=db, principal=principal_from(authorization, secret))
+            return Context(db=db, principal=principal_from(authorization, secret), plain_json=plain_json)
         except Unauthenticated as refused:
-            return Context(db=db, principal=NOBODY, auth_error=refused)
+            return Context(db=db, principal=NOBODY, auth_error=refused, plain_json=plain_json)
 
     def keep_connection_params(websocket: WebSocket, payload: Any) -> None:
         websocket.scope[CONNECTION_PARAMS] = payload if isinstance(payload, dict) else {}
@@ -96,6 +98,7 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         validation_rules=validation_rules(max_depth=settings.max_depth, max_cost=settings.max_cost),
         query_parser=documents.parse,
         query_validator=documents.validate,
+        execution_context_class=PlannedExecutor,
     )
     graphql = BodyLimit(graphql, settings.max_body_bytes)
     if settings.router_secret:
