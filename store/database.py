@@ -1,7 +1,9 @@
 """Opening the database, and bringing its schema up to date with Alembic."""
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from alembic import command
@@ -19,9 +21,64 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     await connection.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_POSITIONAL: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def positional(query: str, values: dict[str, Any] | None) -> tuple[str, list[Any]]:
+    """`:name` parameters as asyncpg's `$n`, converted once per query text (SQLAlchemy's `text()` would compile the
+    query again on every call: measured at a tenth of a promotion's time)."""
+    converted = _POSITIONAL.get(query)
+    if converted is None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        converted = _POSITIONAL[query] = (_NAMED.sub(number, query), tuple(names))
+    sql, names = converted
+    values = values or {}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"the query has no parameters {sorted(unknown)}")
+    return sql, [values[name] for name in names]
+
+
+class Store(Database):
+    """`databases.Database`, with plain-text queries sent straight to asyncpg (prepared once per connection, by
+    asyncpg's statement cache) on the same connection and transaction `databases` manages. Rows are asyncpg's."""
+
+    async def fetch_all(self, query: Any, values: dict[str, Any] | None = None) -> list[Any]:
+        if not isinstance(query, str):
+            return await super().fetch_all(query, values)
+        sql, args = positional(query, values)
+        async with self.connection() as connection, connection._query_lock:  # databases' guard of its connection
+            return await connection.raw_connection.fetch(sql, *args)
+
+    async def fetch_one(self, query: Any, values: dict[str, Any] | None = None) -> Any:
+        if not isinstance(query, str):
+            return await super().fetch_one(query, values)
+        sql, args = positional(query, values)
+        async with self.connection() as connection, connection._query_lock:
+            return await connection.raw_connection.fetchrow(sql, *args)
+
+    async def fetch_val(self, query: Any, values: dict[str, Any] | None = None, column: Any = 0) -> Any:
+        row = await self.fetch_one(query, values)
+        return None if row is None else row[column]
+
+    async def execute(self, query: Any, values: dict[str, Any] | None = None) -> Any:
+        if not isinstance(query, str):
+            return await super().execute(query, values)
+        sql, args = positional(query, values)
+        async with self.connection() as connection, connection._query_lock:
+            return await connection.raw_connection.fetchval(sql, *args)
+
+
 def open_database(url: str, *, min_size: int = 1, max_size: int = 10, statement_timeout_ms: int = 10_000) -> Database:
     """A connection pool (not yet connected) whose connections decode jsonb and time out runaway statements."""
-    return Database(
+    return Store(
         url,
         min_size=min_size,
         max_size=max_size,

@@ -10,6 +10,6 @@ TABLES = ("deployments", "revisions", "routes", "deployment_history")
 async def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
     # Test-only reads of every table; the product's SQL stays in store/.
     return {
-        table: [dict(row._mapping) for row in await db.fetch_all(f"SELECT * FROM {table} ORDER BY id")]
+        table: [dict(row) for row in await db.fetch_all(f"SELECT * FROM {table} ORDER BY id")]
         for table in TABLES
     }
