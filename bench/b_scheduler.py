@@ -82,8 +82,8 @@ async def due_pass(db: Database, connection: asyncpg.Connection, count: int, lab
 
 
 async def statement_overhead(db: Database, connection: asyncpg.Connection, repeat: int = 400) -> dict[str, Any]:
-    """One primary-key lookup through `databases` (the store's way: SQLAlchemy text() compiled per call, rows wrapped)
-    and the same statement straight on asyncpg, interleaved, each on a connection held for the whole loop."""
+    """One primary-key lookup through the store's `databases` pool (store/database.py `Store`) and the same statement
+    straight on asyncpg, interleaved, each on a connection held for the whole loop."""
     revision = await connection.fetchval("SELECT id FROM revisions LIMIT 1")
     query = QUERIES["revision_of_deployment"]
     times: dict[str, list[float]] = {"databases": [], "asyncpg": []}
