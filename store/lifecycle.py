@@ -18,6 +18,7 @@ from store.models import (
     Route,
     RouteStatus,
     RouteTrafficStatus,
+    SchedulingResult,
     Strategy,
 )
 from store.queries import QUERIES
@@ -77,11 +78,17 @@ async def move(
     deployment: Deployment,
     to_state: tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None],
     *,
+    phase: str,
+    message: str,
+    actor: str,
+    result: SchedulingResult = SchedulingResult.SUCCESS,
+    error_code: str | None = None,
     swap: bool = False,
     next_check_now: bool = True,
     next_check_at: Any = None,
 ) -> Deployment:
-    """Change (lifecycle, subStep) of a locked deployment; `phaseStartedAt` becomes the database's now."""
+    """Change (lifecycle, subStep) of a locked deployment, write the transition's history row and wake schedulers,
+    in one statement; `phaseStartedAt` becomes the database's now."""
     values = {
         "id": deployment.id,
         "from_lifecycle": deployment.lifecycle.value,
@@ -91,11 +98,15 @@ async def move(
         "swap": swap,
         "check_now": next_check_now,
         "next_check_at": next_check_at,
+        "phase": phase,
+        "message": message,
+        "actor": actor,
+        "result": result.value,
+        "error_code": error_code,
     }
     row = await db.fetch_one(QUERIES["move_deployment"], values)
     if row is None:  # cannot happen under the row lock; refuse rather than write over a change
         raise Conflict(f"deployment {deployment.name} changed state concurrently; retry")
-    await notify(db, deployment.id)
     return records.deployment(row)
 
 
@@ -201,34 +212,39 @@ async def switch_traffic(
     if dry_run:
         return Promotion(deployment, promoted, blue, dry_run=True)
 
-    ratio = 1.0 / len(promoted)
-    promoted_rows = await db.fetch_all(QUERIES["route_traffic"], {"ids": [r.id for r in promoted], "ratio": ratio})
-    drained_rows = await db.fetch_all(
-        QUERIES["keep_warm_without_traffic"],
-        {"ids": [r.id for r in blue], "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds)},
+    rows = await db.fetch_all(
+        QUERIES["switch_routes"],
+        {
+            "ids": [r.id for r in promoted],
+            "ratio": 1.0 / len(promoted),
+            "drain_ids": [r.id for r in blue],
+            "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds),
+            "new_revision_id": deployment.deploying_revision_id,
+            "old_revision_id": deployment.current_revision_id,
+        },
     )
+    promoted_rows = [row for row in rows if row["is_promoted"]]
+    drained_rows = [row for row in rows if not row["is_promoted"]]
     if spare_green:
         await db.fetch_all(QUERIES["terminate_routes"], {"ids": [r.id for r in spare_green]})
     # The scheduler next acts when the blue routes' scale-down delay has passed.
     drain_at = min((row["terminate_after"] for row in drained_rows), default=None)
-    updated = await move(
-        db, deployment, (DeploymentLifecycle.READY, None), swap=True, next_check_now=False, next_check_at=drain_at
-    )
-    new_number, old_number = await revision_numbers(
-        db, deployment.deploying_revision_id, deployment.current_revision_id
-    )
+    # At least one route is promoted (replicas >= 1), so there is a row to carry the numbers.
+    new_number, old_number = rows[0]["new_revision_number"], rows[0]["old_revision_number"]
     over = f" over revision {old_number}" if old_number else " (first deploy)"
-    await history.record(
+    updated = await move(
         db,
-        deployment.id,
+        deployment,
+        (DeploymentLifecycle.READY, None),
         phase="promote",
         message=(
             f"promoted revision {new_number}{over}: {len(promoted)} routes active, {len(blue)} draining"
             + (f" after {deployment.strategy.blue_green_spec.scale_down_delay_seconds} s" if blue else "")
         ),
         actor=actor,
-        from_state=state_of(deployment),
-        to_state=state_of(updated),
+        swap=True,
+        next_check_now=False,
+        next_check_at=drain_at,
     )
     return Promotion(
         updated,
@@ -303,16 +319,14 @@ async def begin_rollback(db: Database, deployment_id: str, *, actor: str, reason
             raise InvalidState(f"{describe(deployment)}: only a rollout in flight can be rolled back")
         if deployment.sub_step is ROLLING_BACK:
             raise InvalidState(f"{describe(deployment)}: it is already rolling back")
-        updated = await move(db, deployment, (DEPLOYING, ROLLING_BACK))
         [number] = await revision_numbers(db, deployment.deploying_revision_id)
-        await history.record(
+        updated = await move(
             db,
-            deployment.id,
+            deployment,
+            (DEPLOYING, ROLLING_BACK),
             phase="rollback",
             message=f"rollback of revision {number} requested" + (f": {reason}" if reason else ""),
             actor=actor,
-            from_state=state_of(deployment),
-            to_state=state_of(updated),
         )
     return updated
 
@@ -358,15 +372,13 @@ async def destroy(db: Database, deployment_id: str, *, actor: str) -> Deployment
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     async with db.transaction():
         deployment = await lock_at_rest(db, deployment_id, to="destroy it")
-        updated = await move(db, deployment, (DeploymentLifecycle.DESTROYING, None))
-        await history.record(
+        updated = await move(
             db,
-            deployment.id,
+            deployment,
+            (DeploymentLifecycle.DESTROYING, None),
             phase="destroy",
             message=f"destroying deployment {deployment.name}",
             actor=actor,
-            from_state=state_of(deployment),
-            to_state=state_of(updated),
         )
     return updated
 

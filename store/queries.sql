@@ -126,17 +126,31 @@ RETURNING *
 -- name: move_deployment
 -- The one way (lifecycle, subStep) changes: guarded by the state the caller saw under its lock.
 -- Leaving DEPLOYING clears the deploying revision; `swap` first makes it the current one.
-UPDATE deployments
-SET lifecycle = :to_lifecycle,
-    sub_step = :to_sub_step,
-    current_revision_id = CASE WHEN :swap THEN deploying_revision_id ELSE current_revision_id END,
-    deploying_revision_id = CASE WHEN :to_lifecycle = 'DEPLOYING' THEN deploying_revision_id END,
-    phase_started_at = now(),
-    attempts = 0,
-    next_check_at = CASE WHEN :check_now THEN now() ELSE CAST(:next_check_at AS timestamptz) END,
-    updated_at = now()
-WHERE id = :id AND lifecycle = :from_lifecycle AND sub_step IS NOT DISTINCT FROM CAST(:from_sub_step AS text)
-RETURNING *
+-- The same statement writes the transition's history row and wakes schedulers (NOTIFY is delivered at commit):
+-- no transition without its history, and one round trip for all three.
+WITH moved AS (
+    UPDATE deployments
+    SET lifecycle = :to_lifecycle,
+        sub_step = :to_sub_step,
+        current_revision_id = CASE WHEN :swap THEN deploying_revision_id ELSE current_revision_id END,
+        deploying_revision_id = CASE WHEN :to_lifecycle = 'DEPLOYING' THEN deploying_revision_id END,
+        phase_started_at = now(),
+        attempts = 0,
+        next_check_at = CASE WHEN :check_now THEN now() ELSE CAST(:next_check_at AS timestamptz) END,
+        updated_at = now()
+    WHERE id = :id AND lifecycle = :from_lifecycle AND sub_step IS NOT DISTINCT FROM CAST(:from_sub_step AS text)
+    RETURNING *
+), recorded AS (
+    INSERT INTO deployment_history (
+        deployment_id, phase, from_lifecycle, to_lifecycle, from_sub_step, to_sub_step, result, message, error_code,
+        actor, attempts
+    )
+    SELECT id, :phase, :from_lifecycle, :to_lifecycle, :from_sub_step, :to_sub_step, :result, :message, :error_code,
+           :actor, 1
+    FROM moved
+)
+SELECT moved.*, pg_notify('switchover_deployments', CAST(moved.id AS text)) AS notified  -- notifications.CHANNEL
+FROM moved
 
 -- name: count_retry
 UPDATE deployments
@@ -175,6 +189,29 @@ SET traffic_status = 'ACTIVE', traffic_ratio = :ratio, terminate_after = NULL, u
 WHERE id = ANY(CAST(:ids AS uuid[]))
 RETURNING *
 
+-- name: switch_routes
+-- A promotion's route changes in one round trip: the promoted routes take `ratio` of the traffic each (and stop
+-- waiting for a drain); the blue ones keep running without traffic for `delay` seconds, so the promotion can be
+-- reverted. Each row says which it was, with the numbers of the revision promoted and of the one it replaces.
+WITH numbers AS (
+    SELECT (SELECT number FROM revisions WHERE id = CAST(:new_revision_id AS uuid)) AS new_revision_number,
+           (SELECT number FROM revisions WHERE id = CAST(:old_revision_id AS uuid)) AS old_revision_number
+), promoted AS (
+    UPDATE routes
+    SET traffic_status = 'ACTIVE', traffic_ratio = :ratio, terminate_after = NULL, updated_at = now()
+    WHERE id = ANY(CAST(:ids AS uuid[]))
+    RETURNING *
+), drained AS (
+    UPDATE routes
+    SET traffic_status = 'INACTIVE', traffic_ratio = 0,
+        terminate_after = now() + make_interval(secs => :delay), updated_at = now()
+    WHERE id = ANY(CAST(:drain_ids AS uuid[]))
+    RETURNING *
+)
+SELECT promoted.*, true AS is_promoted, numbers.* FROM promoted, numbers
+UNION ALL
+SELECT drained.*, false AS is_promoted, numbers.* FROM drained, numbers
+
 -- name: keep_warm_without_traffic
 -- Blue routes after a promotion: no traffic, kept up for `delay` seconds so the promotion can be reverted.
 UPDATE routes
@@ -211,13 +248,22 @@ WHERE id = :id
 SELECT pg_notify('switchover_deployments', CAST(:deployment_id AS text))  -- store.notifications.CHANNEL
 
 -- name: claim_due_deployment
--- One deployment whose check is due, locked for this transaction; others' claims are skipped, not waited for.
-SELECT d.*, now() AS database_now
-FROM deployments d
-WHERE next_check_at <= now()
-ORDER BY next_check_at
-LIMIT 1
-FOR UPDATE SKIP LOCKED
+-- One deployment whose check is due, locked for this transaction (others' claims are skipped, not waited for),
+-- with its routes as `lock_routes_of_deployment` locks them: one round trip per claim.
+WITH claimed AS (
+    SELECT * FROM deployments
+    WHERE next_check_at <= now()
+    ORDER BY next_check_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), locked AS (
+    SELECT r AS route, r.seq FROM routes r JOIN claimed c ON r.deployment_id = c.id
+    WHERE r.status <> 'TERMINATED'
+    ORDER BY r.seq
+    FOR UPDATE OF r
+)
+SELECT c.*, now() AS database_now, (SELECT array_agg(l.route ORDER BY l.seq) FROM locked l) AS routes
+FROM claimed c
 
 -- name: database_now
 SELECT now()

@@ -27,8 +27,8 @@ async def claim_due(db: Database) -> Claim | None:
     row = await db.fetch_one(QUERIES["claim_due_deployment"])
     if row is None:
         return None
-    deployment = records.deployment(row)
-    return Claim(deployment, await lifecycle.lock_routes(db, deployment.id), row["database_now"])
+    routes = [records.route(route) for route in row["routes"] or ()]
+    return Claim(records.deployment(row), routes, row["database_now"])
 
 
 async def claim(db: Database, deployment_id: str) -> Claim | None:
@@ -117,19 +117,17 @@ async def move_on(
     error_code: str | None,
     actor: str,
 ) -> Deployment:
-    moved = await lifecycle.move(db, deployment, to_state, swap=swap)
-    await history.record(
+    return await lifecycle.move(
         db,
-        deployment.id,
+        deployment,
+        to_state,
         phase=phase,
         message=message,
         actor=actor,
         result=result,
-        from_state=(deployment.lifecycle, deployment.sub_step),
-        to_state=to_state,
         error_code=error_code,
+        swap=swap,
     )
-    return moved
 
 
 def backoff(now: datetime, attempts: int) -> datetime:
