@@ -28,7 +28,7 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
     scheduler step, one in every read outside a transaction."""
 
 
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+NAMED_PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # the bind pattern of SQLAlchemy's text()
 _POSITIONAL: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
@@ -44,7 +44,7 @@ def positional(query: str, values: dict[str, Any] | None) -> tuple[str, list[Any
                 names.append(match.group(1))
             return f"${names.index(match.group(1)) + 1}"
 
-        converted = _POSITIONAL[query] = (_NAMED.sub(number, query), tuple(names))
+        converted = _POSITIONAL[query] = (NAMED_PARAMETER.sub(number, query), tuple(names))
     sql, names = converted
     values = values or {}
     unknown = set(values) - set(names)

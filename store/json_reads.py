@@ -340,6 +340,6 @@ def statement(roots: Sequence[tuple[str, Root]], *, check_projects: bool) -> Sta
 
 async def answer(db: Database, stmt: Statement) -> tuple[str, list[str | None]]:
     """Run the statement: the `data` JSON text, and the project ids when they were asked for."""
-    async with db.connection() as connection:
+    async with db.connection() as connection, connection._query_lock:  # databases' guard of its connection
         row = await connection.raw_connection.fetchrow(stmt.sql, *stmt.params)
     return row[0], list(row[1]) if len(row) > 1 else []

@@ -248,22 +248,16 @@ WHERE id = :id
 SELECT pg_notify('switchover_deployments', CAST(:deployment_id AS text))  -- store.notifications.CHANNEL
 
 -- name: claim_due_deployment
--- One deployment whose check is due, locked for this transaction (others' claims are skipped, not waited for),
--- with its routes as `lock_routes_of_deployment` locks them: one round trip per claim.
-WITH claimed AS (
-    SELECT * FROM deployments
-    WHERE next_check_at <= now()
-    ORDER BY next_check_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), locked AS (
-    SELECT r AS route, r.seq FROM routes r JOIN claimed c ON r.deployment_id = c.id
-    WHERE r.status <> 'TERMINATED'
-    ORDER BY r.seq
-    FOR UPDATE OF r
-)
-SELECT c.*, now() AS database_now, (SELECT array_agg(l.route ORDER BY l.seq) FROM locked l) AS routes
-FROM claimed c
+-- One deployment whose check is due, locked for this transaction; others' claims are skipped, not waited for.
+-- Its routes are locked by a second statement (lock_routes_of_deployment), on purpose: a statement reads one
+-- snapshot, and when this claim waits out a concurrent change to the deployment it returns the changed row, while a
+-- join in the same statement would miss the routes that change inserted.
+SELECT d.*, now() AS database_now
+FROM deployments d
+WHERE next_check_at <= now()
+ORDER BY next_check_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED
 
 -- name: database_now
 SELECT now()

@@ -27,8 +27,8 @@ async def claim_due(db: Database) -> Claim | None:
     row = await db.fetch_one(QUERIES["claim_due_deployment"])
     if row is None:
         return None
-    routes = [records.route(route) for route in row["routes"] or ()]
-    return Claim(records.deployment(row), routes, row["database_now"])
+    deployment = records.deployment(row)
+    return Claim(deployment, await lifecycle.lock_routes(db, deployment.id), row["database_now"])
 
 
 async def claim(db: Database, deployment_id: str) -> Claim | None:
