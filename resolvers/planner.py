@@ -96,10 +96,13 @@ class _Planner:
     def _included(self, node: Any) -> bool:
         if not node.directives:
             return True
-        skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
+        try:
+            skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
+            include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
+        except Exception as refused:  # e.g. `if: $s` with a null sent for a defaulted $s: execution reports it
+            raise Unsupported("directive arguments execution would refuse") from refused
         if skip is not None and skip["if"]:
             return False
-        include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
         return include is None or bool(include["if"])
 
     def arguments(self, type_name: str, node: FieldNode) -> dict[str, Any]:

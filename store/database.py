@@ -91,7 +91,13 @@ def open_database(url: str, *, min_size: int = 1, max_size: int = 10, statement_
         max_size=max_size,
         init=_init_connection,
         reset=_nothing_to_reset,
-        server_settings={"statement_timeout": str(statement_timeout_ms), "application_name": "switchover"},
+        server_settings={
+            "statement_timeout": str(statement_timeout_ms),
+            "application_name": "switchover",
+            # Floats as text in their shortest exact form, as Python writes them (store/json_reads.py builds JSON
+            # in PostgreSQL); the default since PostgreSQL 12, but a server or role may set it lower.
+            "extra_float_digits": "1",
+        },
     )
 
 

@@ -66,7 +66,7 @@ SELECT * FROM revisions WHERE id = ANY(CAST(:ids AS uuid[]))
 SELECT * FROM (
     SELECT r.*, row_number() OVER (PARTITION BY deployment_id ORDER BY number) AS rank
     FROM revisions r
-    WHERE deployment_id = ANY(CAST(:deployment_ids AS uuid[])) AND number > :after_number
+    WHERE deployment_id = ANY(CAST(:deployment_ids AS uuid[])) AND number > CAST(:after_number AS bigint)
 ) page
 WHERE rank <= :limit
 ORDER BY deployment_id, number

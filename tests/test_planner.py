@@ -186,6 +186,45 @@ async def test_plain_reads_answer_exactly_what_execution_answers(
     assert body["data"]["revision"]["env"]["TEXT"] == "grüße ☃"
 
 
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        # Cursors of positions beyond a 32-bit integer, forged or not, page like any other.
+        ("query($id: ID!, $a: String) { deployment(id: $id) { revisions(after: $a) { pageInfo { hasNextPage }"
+         " edges { node { number } } } } }", {"a": encode_cursor("revision", 2**31)}),
+        ("query($id: ID!, $a: String) { deployment(id: $id) { revisions(after: $a) { edges { node { number } } } } }",
+         {"a": encode_cursor("revision", -(2**31) - 1)}),
+        # A null sent for a defaulted variable makes @skip's `if` invalid: execution reports it, not the planner.
+        ("query($id: ID!, $s: Boolean = false) { deployment(id: $id) { id name @skip(if: $s) } }", {"s": None}),
+        ("query($s: Boolean = true) { __typename @include(if: $s) }", {"s": None}),
+    ],
+)  # fmt: skip
+async def test_edge_cases_answer_alike_both_ways(
+    client: httpx.AsyncClient,
+    fleet: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    query: str,
+    variables: dict[str, Any],
+) -> None:
+    await both_ways(client, monkeypatch, query, {"id": fleet["awaiting"], **variables})
+
+
+async def test_a_float_is_written_in_full_whatever_the_servers_float_digits(
+    client: httpx.AsyncClient, fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch, db: Any, database_url: str
+) -> None:
+    await db.execute(
+        "UPDATE routes SET traffic_ratio = 1.0 / 3 WHERE id = (SELECT id FROM routes WHERE traffic_status = 'ACTIVE'"
+        " AND deployment_id = :id ORDER BY seq LIMIT 1)",
+        {"id": fleet["awaiting"]},
+    )
+    await db.execute(f'ALTER DATABASE "{database_url.rsplit("/", 1)[1]}" SET extra_float_digits = 0')
+    await db.disconnect()
+    await db.connect()
+    query = "query($id: ID!) { deployment(id: $id) { routes { trafficRatio } } }"
+    _, body, planned = await both_ways(client, monkeypatch, query, {"id": fleet["awaiting"]})
+    assert planned and 1 / 3 in [r["trafficRatio"] for r in body["data"]["deployment"]["routes"]]
+
+
 async def test_what_the_planner_cannot_answer_exactly_is_left_to_execution(
     client: httpx.AsyncClient, fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
