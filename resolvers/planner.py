@@ -33,7 +33,7 @@ from graphql.execution.values import get_directive_values
 from resolvers.auth import Principal, readable_projects
 from resolvers.context import Context
 from store import json_reads
-from store.json_reads import ById, Leaf, Obj, One, Page, Root, Routes, Typename
+from store.json_reads import ById, Edges, Leaf, Obj, One, Page, PageInfo, Root, Routes, Typename
 from store.pagination import decode_cursor, page_size
 from store.validation import canonical_id, parse_id
 
@@ -147,22 +147,22 @@ class _Planner:
         except Exception as refused:  # BAD_USER_INPUT, from execution
             raise Unsupported("page arguments execution would refuse") from refused
         connection = f"{ordering.node_type}Connection"
-        shape: list[tuple[str, Any]] = []
+        shape: list[tuple[str, str | Edges | PageInfo]] = []
         for key, part in self.fields(connection, node.selection_set):
             name = part.name.value
             if name == "__typename":
                 shape.append((key, "__typename"))
             elif name == "pageInfo":
-                info = [(k, p.name.value) for k, p in self.fields("PageInfo", part.selection_set)]
-                shape.append((key, ("pageInfo", tuple(info))))
+                info = tuple((k, p.name.value) for k, p in self.fields("PageInfo", part.selection_set))
+                shape.append((key, PageInfo(info)))
             elif name == "edges":
-                edge: list[tuple[str, Any]] = []
+                edge: list[tuple[str, str | Obj]] = []
                 for edge_key, edge_part in self.fields(f"{ordering.node_type}Edge", part.selection_set):
                     if edge_part.name.value == "node":
                         edge.append((edge_key, self.obj(ordering.node_type, edge_part.selection_set)))
                     else:
                         edge.append((edge_key, edge_part.name.value))  # cursor, __typename
-                shape.append((key, ("edges", tuple(edge))))
+                shape.append((key, Edges(tuple(edge))))
             else:
                 raise Unsupported(f"{connection}.{name}")
         return Page(node.name.value, limit, position, tuple(shape), filters)

@@ -8,7 +8,7 @@ resolvers render them (ids as text, `DateTime` as Python's `isoformat()`, `Float
 `store.pagination` writes them); `tests/test_planner.py` checks both paths give the same answer.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,15 +50,28 @@ class Routes:
 
 
 @dataclass(frozen=True)
+class Edges:
+    """A connection's `edges`: per edge "cursor", "__typename" or the node's Obj, by response key."""
+
+    fields: tuple[tuple[str, "str | Obj"], ...]
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """A connection's `pageInfo`: "hasNextPage", "endCursor" or "__typename", by response key."""
+
+    fields: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Page:
-    """A Relay connection: `limit` items after the cursor position `after`; `shape` names what each level selects:
-    keys to "edges" / "pageInfo" / "__typename", edges to "cursor" / node Obj / "__typename", pageInfo to
-    "hasNextPage" / "endCursor" / "__typename"."""
+    """A Relay connection: `limit` items after the cursor position `after`; `shape` is what the connection object
+    selects ("__typename", Edges or PageInfo, by response key)."""
 
     name: str
     limit: int
     after: int | None
-    shape: tuple[tuple[str, Any], ...]
+    shape: tuple[tuple[str, "str | Edges | PageInfo"], ...]
     filters: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -199,10 +212,7 @@ class _Statement:
         return f"t{self.aliases}"
 
     def obj(self, obj: Obj, t: str) -> str:
-        pairs = []
-        for key, node in obj.fields:
-            pairs.append(f"'{_key(key)}', {self.node(obj.type, node, t)}")
-        return f"json_build_object({', '.join(pairs)})"
+        return _object((key, self.node(obj.type, node, t)) for key, node in obj.fields)
 
     def node(self, type_: str, node: Node, t: str) -> str:
         if isinstance(node, Leaf):
@@ -239,34 +249,23 @@ class _Statement:
         in_page = f"FILTER (WHERE {r}.rank <= {limit})"
         pairs = []
         for key, part in page.shape:
-            if part == "__typename":
-                value = f"'{_connection_type(ordering.node_type)}'::text"
-            elif key_is(part, "pageInfo"):
-                info = []
-                for info_key, info_part in part[1]:
-                    if info_part == "hasNextPage":
-                        info.append(f"'{_key(info_key)}', count(*) > {limit}")
-                    elif info_part == "endCursor":
-                        info.append(f"'{_key(info_key)}', (array_agg({cursor} ORDER BY {r}.rank DESC) {in_page})[1]")
-                    else:
-                        info.append(f"'{_key(info_key)}', 'PageInfo'::text")
-                value = f"json_build_object({', '.join(info)})"
-            else:  # edges
-                edge = []
-                for edge_key, edge_part in part[1]:
-                    if edge_part == "cursor":
-                        edge.append(f"'{_key(edge_key)}', {cursor}")
-                    elif edge_part == "__typename":
-                        edge.append(f"'{_key(edge_key)}', '{_edge_type(ordering.node_type)}'::text")
-                    else:
-                        edge.append(f"'{_key(edge_key)}', {self.obj(edge_part, r)}")
-                value = (
-                    f"COALESCE(json_agg(json_build_object({', '.join(edge)}) ORDER BY {r}.rank) {in_page}, '[]'::json)"
-                )
-            pairs.append(f"'{_key(key)}', {value}")
+            if isinstance(part, PageInfo):
+                info = {
+                    "hasNextPage": f"count(*) > {limit}",
+                    "endCursor": f"(array_agg({cursor} ORDER BY {r}.rank DESC) {in_page})[1]",
+                    "__typename": "'PageInfo'::text",
+                }
+                value = _object((k, info[name]) for k, name in part.fields)
+            elif isinstance(part, Edges):
+                edge = {"cursor": cursor, "__typename": f"'{ordering.node_type}Edge'::text"}
+                node = _object((k, edge[f] if isinstance(f, str) else self.obj(f, r)) for k, f in part.fields)
+                value = f"COALESCE(json_agg({node} ORDER BY {r}.rank) {in_page}, '[]'::json)"
+            else:
+                value = f"'{ordering.node_type}Connection'::text"
+            pairs.append((key, value))
         where_sql = " AND ".join(conditions) or "TRUE"
         return (
-            f"(SELECT json_build_object({', '.join(pairs)}) FROM ("
+            f"(SELECT {_object(pairs)} FROM ("
             f"SELECT {r}.*, row_number() OVER (ORDER BY {position} {direction}) AS rank FROM {table} {r} "
             f"WHERE {where_sql} ORDER BY {position} {direction} LIMIT {limit} + 1) {r})"
         )
@@ -291,8 +290,8 @@ class _Statement:
         return self.page(PAGES[("Query", "deployments")], root, where)
 
 
-def key_is(part: Any, name: str) -> bool:
-    return isinstance(part, tuple) and len(part) == 2 and part[0] == name
+def _object(pairs: Iterable[tuple[str, str]]) -> str:
+    return "json_build_object(" + ", ".join(f"'{_key(key)}', {value}" for key, value in pairs) + ")"
 
 
 def _key(key: str) -> str:
@@ -300,14 +299,6 @@ def _key(key: str) -> str:
     if not key.replace("_", "a").isalnum() or not key.isascii():
         raise ValueError(f"not a GraphQL name: {key!r}")
     return key
-
-
-def _connection_type(node_type: str) -> str:
-    return f"{node_type}Connection"
-
-
-def _edge_type(node_type: str) -> str:
-    return f"{node_type}Edge"
 
 
 # Project of each root record, for the caller's read permission (checked in Python, like the resolvers do).
@@ -329,8 +320,7 @@ def statement(roots: Sequence[tuple[str, Root]], *, check_projects: bool) -> Sta
     """One statement returning the response's `data` as JSON text and, with `check_projects`, the project ids of
     the records asked for by id (NULL where there is none)."""
     s = _Statement()
-    pairs = ", ".join(f"'{_key(key)}', {s.root(root)}" for key, root in roots)
-    columns = [f"json_build_object({pairs})::text"]
+    columns = [f"{_object((key, s.root(root)) for key, root in roots)}::text"]
     if check_projects:
         by_id = [root for _, root in roots if isinstance(root, ById) and root.id is not None]
         projects = [f"({_PROJECT_OF[r.type].format(id=s.param(r.id, 'uuid'))})" for r in by_id]
