@@ -116,7 +116,7 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
             await history.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
             await scheduling.wait(db, deployment, until=decision.recheck_at)
         else:
-            await scheduling.move_on(
+            await lifecycle.move(
                 db,
                 deployment,
                 to_state,

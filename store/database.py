@@ -54,6 +54,13 @@ def positional(query: str, values: dict[str, Any] | None) -> tuple[str, list[Any
     return sql, [values[name] for name in names]
 
 
+async def on_connection(db: Database, method: str, sql: str, *args: Any) -> Any:
+    """`sql` (asyncpg's `$n` parameters) run by asyncpg's `method` (fetch, fetchrow, fetchval) on the connection, and
+    in the transaction, that `databases` holds for this task, under the lock `databases` guards it with."""
+    async with db.connection() as connection, connection._query_lock:
+        return await getattr(connection.raw_connection, method)(sql, *args)
+
+
 class Store(Database):
     """`databases.Database`, with plain-text queries sent straight to asyncpg (prepared once per connection, by
     asyncpg's statement cache) on the same connection and transaction `databases` manages. Rows are asyncpg's."""
@@ -62,15 +69,13 @@ class Store(Database):
         if not isinstance(query, str):
             return await super().fetch_all(query, values)
         sql, args = positional(query, values)
-        async with self.connection() as connection, connection._query_lock:  # databases' guard of its connection
-            return await connection.raw_connection.fetch(sql, *args)
+        return await on_connection(self, "fetch", sql, *args)
 
     async def fetch_one(self, query: Any, values: dict[str, Any] | None = None) -> Any:
         if not isinstance(query, str):
             return await super().fetch_one(query, values)
         sql, args = positional(query, values)
-        async with self.connection() as connection, connection._query_lock:
-            return await connection.raw_connection.fetchrow(sql, *args)
+        return await on_connection(self, "fetchrow", sql, *args)
 
     async def fetch_val(self, query: Any, values: dict[str, Any] | None = None, column: Any = 0) -> Any:
         row = await self.fetch_one(query, values)
@@ -80,8 +85,7 @@ class Store(Database):
         if not isinstance(query, str):
             return await super().execute(query, values)
         sql, args = positional(query, values)
-        async with self.connection() as connection, connection._query_lock:
-            return await connection.raw_connection.fetchval(sql, *args)
+        return await on_connection(self, "fetchval", sql, *args)
 
 
 def open_database(url: str, *, min_size: int = 1, max_size: int = 10, statement_timeout_ms: int = 10_000) -> Database:

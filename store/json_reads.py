@@ -14,6 +14,8 @@ from typing import Any
 
 from databases import Database
 
+from store.database import on_connection
+
 # --- What a query asks for -----------------------------------------------------------------------------------
 
 
@@ -330,6 +332,5 @@ def statement(roots: Sequence[tuple[str, Root]], *, check_projects: bool) -> Sta
 
 async def answer(db: Database, stmt: Statement) -> tuple[str, list[str | None]]:
     """Run the statement: the `data` JSON text, and the project ids when they were asked for."""
-    async with db.connection() as connection, connection._query_lock:  # databases' guard of its connection
-        row = await connection.raw_connection.fetchrow(stmt.sql, *stmt.params)
+    row = await on_connection(db, "fetchrow", stmt.sql, *stmt.params)
     return row[0], list(row[1]) if len(row) > 1 else []

@@ -105,31 +105,6 @@ async def count_retry(
     return attempts
 
 
-async def move_on(
-    db: Database,
-    deployment: Deployment,
-    to_state: State,
-    *,
-    swap: bool,
-    phase: str,
-    message: str,
-    result: SchedulingResult,
-    error_code: str | None,
-    actor: str,
-) -> Deployment:
-    return await lifecycle.move(
-        db,
-        deployment,
-        to_state,
-        phase=phase,
-        message=message,
-        actor=actor,
-        result=result,
-        error_code=error_code,
-        swap=swap,
-    )
-
-
 def backoff(now: datetime, attempts: int) -> datetime:
     """When to try a failed step again: 1, 2, 4 … seconds, at most 30."""
     return now + timedelta(seconds=min(30, 2 ** max(0, attempts - 1)))
