@@ -1,7 +1,7 @@
 """The whole benchmark: `python -m bench [--load-seconds 60] [--quick] [--only api,scheduler,reaction,load]`.
 
 bench/run.sh is the one command (it prepares the virtual environment first). Writes bench/results.json,
-bench/RESULTS.md, the PNG plots and bench/profiles/*.txt.
+bench/RESULTS.md and bench/profiles/*.txt.
 """
 
 import argparse
@@ -11,7 +11,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import b_api, b_loadtest, b_reaction, b_scheduler, common, plots, report
+from bench import b_api, b_loadtest, b_reaction, b_scheduler, common, report
 
 SECTIONS = ("api", "scheduler", "reaction", "load")
 
@@ -87,7 +87,6 @@ if __name__ == "__main__":
     outcome = asyncio.run(main(arguments))
     outcome["total_seconds"] = time.perf_counter() - began
     (common.BENCH / "results.json").write_text(json.dumps(outcome, indent=1, default=str) + "\n")
-    plots.draw(outcome)
     report.write(outcome)
     print(f"wrote {common.BENCH / 'RESULTS.md'} in {outcome['total_seconds']:.0f} s", flush=True)
     if outcome["errors"]:

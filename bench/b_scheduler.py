@@ -84,7 +84,7 @@ async def statement_overhead(db: Database, connection: asyncpg.Connection, repea
     """One primary-key lookup through the store's `databases` pool (store/database.py `Store`) and the same statement
     straight on asyncpg, interleaved, each on a connection held for the whole loop."""
     revision = await connection.fetchval("SELECT id FROM revisions LIMIT 1")
-    query = QUERIES["revision_of_deployment"]
+    query = "SELECT * FROM revisions WHERE id = :id"
     times: dict[str, list[float]] = {"databases": [], "asyncpg": []}
     async with db.connection():
         for i in range(repeat + 20):

@@ -2,7 +2,7 @@
 # The benchmark, in one command: bench/run.sh [--load-seconds 60] [--quick] [--only api,scheduler,reaction,load]
 # Uses (or creates) the project's virtual environment, installs bench/requirements.txt into it, then runs every
 # section against the PostgreSQL at 127.0.0.1:5432 (SWITCHOVER_BENCH_SERVER_URL to change) and writes
-# bench/RESULTS.md, bench/results.json, the PNG plots and bench/profiles/.
+# bench/RESULTS.md, bench/results.json and bench/profiles/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

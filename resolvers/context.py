@@ -1,5 +1,6 @@
 """What every resolver receives: the database, who is asking, and this request's batching loaders."""
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -10,9 +11,9 @@ from aiodataloader import DataLoader
 from databases import Database
 from graphql import GraphQLResolveInfo
 
-from resolvers.auth import Principal, require_change, require_read
+from resolvers.auth import Principal, require_change
 from store import reads
-from store.errors import Unauthenticated
+from store.errors import NotFound, StoreError, Unauthenticated, does_not_exist
 from store.models import Deployment, Revision, Route
 from store.validation import canonical_id
 
@@ -32,10 +33,16 @@ def batching_loader(db: Database, fetch: Fetch) -> DataLoader:
         for id_, options in keys:
             ids_by_options[options].append(id_)
         found: dict[tuple[str | None, Options], Any] = {}
+        refused: dict[Options, StoreError] = {}
         for options, ids in ids_by_options.items():
-            for key, value in (await fetch(db, ids, **dict(options))).items():
+            try:
+                answers = await fetch(db, ids, **dict(options))
+            except StoreError as error:  # e.g. a bad cursor: only the fields that passed these options fail
+                refused[options] = error
+                continue
+            for key, value in answers.items():
                 found[(key, options)] = value
-        return [found.get((canonical_id(id_), options)) for id_, options in keys]
+        return [refused.get(options) or found.get((canonical_id(id_), options)) for id_, options in keys]
 
     return DataLoader(load_batch)
 
@@ -63,38 +70,44 @@ class Context:
         return self.principal.sub
 
     async def readable(self, deployment: Deployment | None) -> Deployment | None:
-        """The deployment, if the caller may read it (FORBIDDEN otherwise)."""
-        if deployment is not None:
-            require_read(self.principal, deployment.project_id)
+        """The deployment if the caller may read it; None, as for an id that finds nothing, otherwise."""
+        if deployment is None or not self.principal.can_read(deployment.project_id):
+            return None
         return deployment
 
     async def readable_via(self, record: Revision | Route | None) -> Any:
-        """A revision or route, if the caller may read its deployment."""
-        if record is not None:
-            await self.readable(await self.load(reads.deployments_by_ids, record.deployment_id))
-        return record
+        """A revision or route if the caller may read its deployment; None otherwise."""
+        if record is None or await self.readable(await self.load(reads.deployments_by_ids, record.deployment_id)):
+            return record
+        return None
 
-    async def may_change(self, deployment_id: str) -> None:
-        """Refuse (FORBIDDEN) unless the caller may change this deployment; an unknown id is left to the store."""
+    async def may_change(self, deployment_id: str, *, unknown: NotFound | None = None) -> None:
+        """Refuse unless the caller may change this deployment: NOT_FOUND, exactly as for an unknown id, when it may
+        not even read it; FORBIDDEN when it may only read it. An unknown id is left to the store."""
         if self.principal.is_admin:  # may change every project's: no need to read which one this is
             return
         deployment = await self.load(reads.deployments_by_ids, deployment_id)
-        if deployment is not None:
-            require_change(self.principal, deployment.project_id)
+        if deployment is None:
+            return
+        if not self.principal.can_read(deployment.project_id):
+            raise unknown or does_not_exist("deployment", deployment.id)
+        require_change(self.principal, deployment.project_id)
 
     async def may_change_route(self, route_id: str) -> None:
         if self.principal.is_admin:
             return
         route = await self.load(reads.routes_by_ids, route_id)
         if route is not None:
-            await self.may_change(route.deployment_id)
+            await self.may_change(route.deployment_id, unknown=does_not_exist("route", route.id))
 
     async def load(self, fetch: Fetch, id_: str, **options: Any) -> Any:
         """`fetch`'s answer for one id, batched with every other `load` of this request."""
         loader = self.loaders.get(fetch)
         if loader is None:
             loader = self.loaders[fetch] = batching_loader(self.db, fetch)
-        return await loader.load((id_, _options(**options)))
+        # Fields asking for the same key share one future; graphql-core cancels the sibling fields of a field that
+        # failed, and a cancelled `await` would cancel that shared future for every other field waiting on it.
+        return await asyncio.shield(loader.load((id_, _options(**options))))
 
 
 def context(info: GraphQLResolveInfo) -> Context:

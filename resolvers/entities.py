@@ -1,5 +1,6 @@
 """Deployment, Revision, Route and Project: nested fields and federation references, all batched per request."""
 
+from datetime import datetime
 from typing import Any
 
 from ariadne.contrib.federation import FederatedObjectType
@@ -8,6 +9,7 @@ from graphql import GraphQLResolveInfo
 from resolvers.auth import require_read
 from resolvers.connections import connection
 from resolvers.context import context
+from scheduler import deadlines
 from scheduler.diagnosis import WaitingFor, waiting_for
 from store import reads
 from store.models import (
@@ -74,6 +76,11 @@ async def resolve_waiting_for(deployment: Deployment, info: GraphQLResolveInfo) 
     return waiting_for(deployment, routes, await ctx.now())
 
 
+@deployment_type.field("nextActionAt")
+def resolve_next_action_at(deployment: Deployment, info: GraphQLResolveInfo) -> datetime | None:
+    return deadlines.next_action_at(deployment)
+
+
 @deployment_type.field("revisions")
 async def resolve_revisions(
     deployment: Deployment, info: GraphQLResolveInfo, first: int | None = None, after: str | None = None
@@ -102,12 +109,12 @@ async def resolve_history(
     return connection(page)
 
 
-async def _deployment_of(record: Revision | Route, info: GraphQLResolveInfo) -> Deployment:
+async def resolve_record_deployment(record: Revision | Route, info: GraphQLResolveInfo) -> Deployment:
     return await context(info).load(reads.deployments_by_ids, record.deployment_id)
 
 
-revision_type.set_field("deployment", _deployment_of)
-route_type.set_field("deployment", _deployment_of)
+revision_type.set_field("deployment", resolve_record_deployment)
+route_type.set_field("deployment", resolve_record_deployment)
 
 
 @route_type.field("revision")

@@ -36,7 +36,7 @@ async def resolve_deployments(
         project_ids: list[str] | None = [parse_id(project_id, "projectId")]
         require_read(ctx.principal, project_ids[0])
     else:  # everyone sees the deployments of the projects they may read
-        project_ids = None if ctx.principal.is_admin else readable_projects(ctx.principal)
+        project_ids = readable_projects(ctx.principal)
     page = await reads.list_deployments(
         ctx.db, project_ids=project_ids, name=name, lifecycles=lifecycle, first=first, after=after
     )

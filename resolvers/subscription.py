@@ -6,9 +6,10 @@ from typing import Any
 from ariadne import ObjectType, SubscriptionType
 from graphql import GraphQLResolveInfo
 
-from resolvers.auth import require_read
+from resolvers.auth import readable_projects, require_read
 from resolvers.context import context
 from store import events, reads
+from store.errors import does_not_exist
 from store.models import Deployment
 from store.validation import parse_id
 
@@ -27,15 +28,14 @@ async def deployment_events_source(
     ctx = context(info)
     if ctx.auth_error is not None:  # resolver middleware does not run for subscription sources
         raise ctx.auth_error
-    project_ids: list[str] | None = None
     if deployment_id is not None:
         deployment_id = parse_id(deployment_id, "deploymentId")
-        await ctx.readable(await ctx.load(reads.deployments_by_ids, deployment_id))
+        if await ctx.readable(await ctx.load(reads.deployments_by_ids, deployment_id)) is None:
+            raise does_not_exist("deployment", deployment_id)
+    project_ids = readable_projects(ctx.principal)  # also filters the deployment's events: roles may not read it
     if project_id is not None:
+        require_read(ctx.principal, parse_id(project_id, "projectId"))
         project_ids = [parse_id(project_id, "projectId")]
-        require_read(ctx.principal, project_ids[0])
-    elif not ctx.principal.is_admin:  # the events of every project the caller may read
-        project_ids = sorted(ctx.principal.projects)
     start = await events.position_of(ctx.db, None if after is None else parse_id(after, "after"))
     async for event in events.events(
         ctx.db, str(ctx.db.url), deployment_id=deployment_id, project_ids=project_ids, after_seq=start

@@ -4,13 +4,17 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from store.models import SchedulingResult
+
 
 class Outcome(enum.Enum):
-    WAIT = "wait"  # nothing to move yet; not a failure, spends no retry
-    SUCCESS = "success"
-    NEED_RETRY = "need_retry"
-    EXPIRED = "expired"
-    GIVE_UP = "give_up"
+    """A handler's verdict; its value is the result history records (waiting records none)."""
+
+    WAIT = None  # nothing to move yet; not a failure, spends no retry
+    SUCCESS = SchedulingResult.SUCCESS
+    NEED_RETRY = SchedulingResult.NEED_RETRY
+    EXPIRED = SchedulingResult.EXPIRED
+    GIVE_UP = SchedulingResult.GIVE_UP
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,7 @@ class Actions:
     create_revision_id: str | None = None
     terminate: tuple[str, ...] = ()  # route ids to stop
     traffic: tuple[str, ...] = ()  # route ids that share the traffic equally afterwards
-    promote: bool = False  # the blue-green switch, through the same store function as promoteDeployment
+    promote: bool = False  # the blue-green switch (store.lifecycle.switch_traffic, as promoteDeployment makes it)
 
     def __bool__(self) -> bool:
         return bool(self.create_routes or self.terminate or self.traffic or self.promote)

@@ -4,7 +4,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from scheduler.handlers import of_revision, seconds_after
+from scheduler.deadlines import auto_promotion_due, promotion_deadline, provisioning_deadline
+from scheduler.handlers import of_revision
 from store.models import Deployment, DeploymentLifecycle, DeploymentLifecycleSubStep, DeploymentStrategyType, Route
 from store.models import RouteStatus as S
 
@@ -36,7 +37,7 @@ def waiting_for(deployment: Deployment, routes: Sequence[Route], now: datetime) 
         return WaitingFor("ROLLING_BACK", f"rolling back since {_at(deployment.phase_started_at)}: stopping "
                           f"{len(new)} route(s) of the abandoned revision")  # fmt: skip
     if deployment.sub_step is S_SUB.DEPLOYING_PROVISIONING:
-        deadline = seconds_after(deployment.phase_started_at, deployment.strategy.provisioning_timeout_seconds)
+        deadline = provisioning_deadline(deployment)
         if deployment.strategy.type is DeploymentStrategyType.ROLLING:
             old = [
                 r for r in routes if r.revision_id != deployment.deploying_revision_id and r.status is not S.TERMINATING
@@ -45,17 +46,13 @@ def waiting_for(deployment: Deployment, routes: Sequence[Route], now: datetime) 
                               f"{_unhealthy(new)}; rolls back at {_at(deadline)}")  # fmt: skip
         return WaitingFor("ROUTES_NOT_HEALTHY", f"{healthy} of {replicas} green routes healthy{_unhealthy(new)}; "
                           f"rolls back at {_at(deadline)} unless all are")  # fmt: skip
-    spec = deployment.strategy.blue_green_spec
-    timeout = (
-        f"times out at {_at(seconds_after(deployment.phase_started_at, spec.promotion_timeout_seconds))}"
-        if spec.promotion_timeout_seconds is not None
-        else "never times out"
-    )
+    timeout_at = promotion_deadline(deployment)
+    timeout = "never times out" if timeout_at is None else f"times out at {_at(timeout_at)}"
     if healthy < replicas:
         return WaitingFor("ROUTES_NOT_HEALTHY", f"{healthy} of {replicas} green routes healthy{_unhealthy(new)}; "
                           f"promotion needs all of them; {timeout}")  # fmt: skip
-    if spec.auto_promote:
-        promote_at = seconds_after(deployment.phase_started_at, spec.promote_delay_seconds)
+    promote_at = auto_promotion_due(deployment)
+    if promote_at is not None:
         if now < promote_at:
             return WaitingFor("AUTO_PROMOTION_DELAY", f"all {replicas} green routes healthy; auto-promotes at "
                               f"{_at(promote_at)}; {timeout}")  # fmt: skip

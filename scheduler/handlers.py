@@ -4,8 +4,14 @@
 """
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from scheduler.deadlines import (
+    auto_promotion_due,
+    promotion_deadline,
+    provisioning_deadline,
+    scale_downs,
+)
 from scheduler.decisions import Actions, Decision, Outcome
 from store.models import (
     LIVE_ROUTE_STATUSES,
@@ -26,10 +32,6 @@ DRAIN_ORDER = {
     RouteStatus.DEGRADED: 3,
     RouteStatus.HEALTHY: 4,
 }
-
-
-def seconds_after(start: datetime, seconds: int) -> datetime:
-    return start + timedelta(seconds=seconds)
 
 
 def _ids(routes: Sequence[Route]) -> tuple[str, ...]:
@@ -62,14 +64,6 @@ def replace_failed(deployment: Deployment, green: Sequence[Route], recheck_at: d
     )
 
 
-def drains_due(routes: Sequence[Route], now: datetime) -> tuple[list[Route], datetime | None]:
-    """Old routes kept warm after a promotion whose scale-down delay has passed, and when the next one is due."""
-    pending = [r for r in not_stopping(routes) if r.terminate_after is not None]
-    due = [r for r in pending if r.terminate_after is not None and r.terminate_after <= now]
-    later = [r.terminate_after for r in pending if r.terminate_after is not None and r.terminate_after > now]
-    return due, min(later, default=None)
-
-
 def earliest(*times: datetime | None) -> datetime | None:
     return min((t for t in times if t is not None), default=None)
 
@@ -77,7 +71,7 @@ def earliest(*times: datetime | None) -> datetime | None:
 def provision_blue_green(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
     """Start `replicas` green routes without traffic; succeed once all are HEALTHY."""
     timeout = deployment.strategy.provisioning_timeout_seconds
-    deadline = seconds_after(deployment.phase_started_at, timeout)
+    deadline = provisioning_deadline(deployment)
     green = of_revision(routes, deployment.deploying_revision_id)
     healthy = [r for r in green if r.status is RouteStatus.HEALTHY]
     if now >= deadline:
@@ -89,7 +83,7 @@ def provision_blue_green(deployment: Deployment, routes: Sequence[Route], now: d
     failure = replace_failed(deployment, green, deadline)
     if failure:
         return failure
-    due, next_drain = drains_due(routes, now)
+    due, next_drain = scale_downs(routes, now)
     missing = max(0, deployment.replicas - len(green))
     if missing == 0 and len(healthy) >= deployment.replicas:
         return Decision(
@@ -108,11 +102,7 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
     spec = deployment.strategy.blue_green_spec
     green = of_revision(routes, deployment.deploying_revision_id)
     all_healthy = sum(r.status is RouteStatus.HEALTHY for r in green) >= deployment.replicas
-    timeout_at = (
-        seconds_after(deployment.phase_started_at, spec.promotion_timeout_seconds)
-        if spec.promotion_timeout_seconds is not None
-        else None
-    )
+    timeout_at = promotion_deadline(deployment)
     if timeout_at is not None and now >= timeout_at:
         return Decision(
             Outcome.EXPIRED,
@@ -122,7 +112,7 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
     failure = replace_failed(deployment, green, timeout_at)
     if failure:
         return failure
-    due, next_drain = drains_due(routes, now)
+    due, next_drain = scale_downs(routes, now)
     missing = max(0, deployment.replicas - len(green))
     if missing:
         return Decision(
@@ -131,7 +121,7 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
             Actions(create_routes=missing, create_revision_id=deployment.deploying_revision_id, terminate=_ids(due)),
             recheck_at=earliest(timeout_at, next_drain),
         )
-    promote_at = seconds_after(deployment.phase_started_at, spec.promote_delay_seconds) if spec.auto_promote else None
+    promote_at = auto_promotion_due(deployment)
     if all_healthy and deployment.current_revision_id is None:
         return Decision(Outcome.SUCCESS, "first deploy: nothing to switch from", Actions(promote=True))
     if all_healthy and promote_at is not None and now >= promote_at:
@@ -147,7 +137,7 @@ def roll_back(deployment: Deployment, routes: Sequence[Route], now: datetime) ->
     Rolling: roll back the same way forward, so that serving never drops below `replicas - maxUnavailable`."""
     if deployment.strategy.type is DeploymentStrategyType.ROLLING and deployment.current_revision_id is not None:
         timeout = deployment.strategy.provisioning_timeout_seconds
-        deadline = seconds_after(deployment.phase_started_at, timeout)
+        deadline = provisioning_deadline(deployment)
         if now >= deadline:
             # READY's reconciliation stops what is left of the new revision and keeps restoring the old one.
             return Decision(Outcome.EXPIRED, f"old revision not fully restored within {timeout} s; READY takes over")
@@ -170,7 +160,7 @@ def destroy(deployment: Deployment, routes: Sequence[Route], now: datetime) -> D
 def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
     """READY: drain blue routes whose scale-down delay passed, keep `replicas` routes of the current revision,
     and share the traffic equally among those that serve."""
-    due, next_drain = drains_due(routes, now)
+    due, next_drain = scale_downs(routes, now)
     current = [r for r in of_revision(routes, deployment.current_revision_id) if r.terminate_after is None]
     # Live routes of another revision that are not kept warm (left by an abandoned step): nothing needs them.
     strays = [
@@ -277,7 +267,7 @@ def rolling_step(deployment: Deployment, routes: Sequence[Route], target_revisio
 
 def provision_rolling(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
     timeout = deployment.strategy.provisioning_timeout_seconds
-    deadline = seconds_after(deployment.phase_started_at, timeout)
+    deadline = provisioning_deadline(deployment)
     if now >= deadline:
         return Decision(
             Outcome.EXPIRED,

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from scheduler import handlers
 from scheduler.decisions import Decision, Outcome
+from store.lifecycle import PROMOTE, PROMOTED
 from store.models import (
     Deployment,
     DeploymentLifecycle,
@@ -68,8 +69,8 @@ TRANSITIONS: dict[tuple[L, S | None, DeploymentStrategyType | None], Transition]
         success=Target((L.READY, None), swap=True), expired=ROLL_BACK, give_up=ROLL_BACK,
     ),
     (L.DEPLOYING, S.DEPLOYING_AWAITING_PROMOTION, None): Transition(
-        handlers.await_promotion, "promotion",
-        success=Target((L.READY, None), swap=True), expired=ROLL_BACK, give_up=ROLL_BACK,
+        handlers.await_promotion, PROMOTE,
+        success=Target(PROMOTED, swap=True), expired=ROLL_BACK, give_up=ROLL_BACK,
     ),
     # A rollback and a destroy never give up: they retry with backoff until they succeed.
     (L.DEPLOYING, S.DEPLOYING_ROLLING_BACK, None): Transition(

@@ -1,4 +1,12 @@
-"""The scheduler process: passes of `run_once`, woken by LISTEN/NOTIFY or the poll interval, stopped by SIGTERM."""
+"""The scheduler process: passes of `run_once`, woken by LISTEN/NOTIFY or the poll interval, stopped by SIGTERM or
+SIGINT.
+
+Stopping takes a few seconds at most, whatever the database does: the passes in progress get `SHUTDOWN_GRACE_SECONDS`
+to finish (a step's transaction commits or rolls back); past that, their connections are closed under them (the
+server rolls their transactions back) and they are cancelled. With the process runtime, a scheduler told to stop
+stops the replicas it started; one that dies without being told (SIGKILL, a crash) leaves them running, and the next
+scheduler adopts them (`scheduler/runtime.py`).
+"""
 
 import asyncio
 import contextlib
@@ -16,6 +24,8 @@ from store import notifications
 from switchover.settings import Settings
 
 log = logging.getLogger("switchover.scheduler")
+SHUTDOWN_GRACE_SECONDS = 5.0  # a pass takes milliseconds; one still running after this waits on a silent database
+DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Event, workers: int = 4) -> None:
@@ -23,23 +33,38 @@ async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Eve
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
     failures = 0
-    while not stop.is_set():
-        try:
-            if listener is None or listener.is_closed():
-                listener = await notifications.listen(url, lambda _: wake.set())
-            wake.clear()
-            await run_once(db, workers=workers, stop=stop)
-            failures = 0
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            failures += 1
-            log.warning("database unavailable (%s); retrying", exc)
-            listener = None
-            wake.clear()
-        delay = poll_interval if failures == 0 else min(10.0, poll_interval * 2**failures)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_first(wake, stop), timeout=delay)
-    if listener is not None and not listener.is_closed():
-        await listener.close()
+    try:
+        while not stop.is_set():
+            try:
+                if listener is None or listener.is_closed():
+                    listener = await notifications.listen(url, lambda _: wake.set())
+                wake.clear()
+                await run_once(db, workers=workers, stop=stop)
+                failures = 0
+            except Exception as exc:
+                # Any failed pass is retried after a pause: a scheduler that stopped scheduling but kept running
+                # would be the worst outcome. After an outage asyncpg can also raise errors of its own
+                # (InternalClientError) besides the usual connection errors.
+                failures += 1
+                if isinstance(exc, DATABASE_UNAVAILABLE):
+                    log.warning("database unavailable (%s); retrying", exc)
+                else:
+                    log.exception("scheduler pass failed; retrying")
+                _drop(listener)
+                listener = None
+                wake.clear()
+            delay = poll_interval if failures == 0 else min(10.0, poll_interval * 2**failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(wake, stop), timeout=delay)
+    finally:
+        _drop(listener)
+
+
+def _drop(listener: asyncpg.Connection | None) -> None:
+    """Close the LISTEN connection without waiting for the server: it has nothing to finish, and a server that does
+    not answer must not hold up a stop."""
+    if listener is not None:
+        listener.terminate()
 
 
 async def every(interval: float, pass_once: Callable[[], Awaitable[None]], *, stop: asyncio.Event, name: str) -> None:
@@ -62,36 +87,69 @@ async def _first(*events: asyncio.Event) -> None:
             w.cancel()
 
 
-async def main(db: Database, url: str, settings: Settings) -> None:
-    """The lifecycle loop, plus health checks, plus (with the process runtime) the local replicas."""
-    stop = asyncio.Event()
+async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """The lifecycle loop, plus health checks, plus (with the process runtime) the local replicas; until SIGTERM or
+    SIGINT (or `stop`)."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await db.connect()
+    checker = HealthChecker(
+        db,
+        timeout_seconds=settings.health_timeout_seconds,
+        healthy_after=settings.healthy_after,
+        unhealthy_after=settings.unhealthy_after,
+    )
+    replicas: ProcessRuntime | None = None
+    loops = [
+        run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop, workers=settings.scheduler_workers),
+        every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
+    ]
+    if settings.runtime == "process":
+        replicas = ProcessRuntime(db, stop_grace_seconds=settings.stop_grace_seconds)
+        loops.append(every(min(0.5, settings.health_interval_seconds), replicas.run_once, stop=stop, name="runtime"))
+    log.info("scheduler started (runtime %s, poll interval %.2f s)", settings.runtime, settings.poll_interval_seconds)
+    tasks = [asyncio.create_task(c) for c in loops]
+    failure: BaseException | None = None
     try:
-        log.info(
-            "scheduler started (runtime %s, poll interval %.2f s)", settings.runtime, settings.poll_interval_seconds
-        )
-        checker = HealthChecker(
-            db,
-            timeout_seconds=settings.health_timeout_seconds,
-            healthy_after=settings.healthy_after,
-            unhealthy_after=settings.unhealthy_after,
-        )
-        loops = [
-            run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop, workers=settings.scheduler_workers),
-            every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
-        ]
-        if settings.runtime == "process":
-            replicas = ProcessRuntime(db, stop_grace_seconds=settings.stop_grace_seconds)
-            loops.append(
-                every(min(0.5, settings.health_interval_seconds), replicas.run_once, stop=stop, name="runtime")
+        await _until_stopped_or_failed(tasks, stop)
+        failure = _failure(tasks)  # only a loop that ended before the stop: those stopped later may fail on the way
+        stop.set()
+        _, busy = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+        if busy:
+            log.warning(
+                "%d loops still busy %.0f s after the stop: closing their connections",
+                len(busy),
+                SHUTDOWN_GRACE_SECONDS,
             )
-        try:
-            await asyncio.gather(*loops)
-        finally:
-            await checker.aclose()
-        log.info("scheduler stopped")
     finally:
-        await db.disconnect()
+        stop.set()
+        try:
+            await db.disconnect()  # bounded (store.database.Store): closes connections still in use under their users
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+            await checker.aclose()
+        finally:
+            if replicas is not None:
+                await replicas.stop_replicas_started_here()
+    log.info("scheduler stopped")
+    if failure is not None:
+        raise failure  # a loop died: the process exits with its error, not 0, for its supervisor to restart it
+
+
+def _failure(tasks: list[asyncio.Task[None]]) -> BaseException | None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            return task.exception()
+    return None
+
+
+async def _until_stopped_or_failed(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Until `stop` is set or a loop ends on its own (an error every loop should have caught)."""
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()

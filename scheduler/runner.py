@@ -5,6 +5,7 @@
 
 import asyncio
 import logging
+from typing import Any
 
 from databases import Database
 
@@ -12,16 +13,11 @@ from scheduler.decisions import Decision, Outcome
 from scheduler.lifecycle import IDLE, Transition, transition_for
 from store import history, lifecycle, scheduling
 from store.errors import StoreError
-from store.models import Deployment, SchedulingResult
+from store.models import Deployment
 
 log = logging.getLogger("switchover.scheduler")
 
 ACTOR = "scheduler"
-RESULTS = {
-    Outcome.SUCCESS: SchedulingResult.SUCCESS,
-    Outcome.EXPIRED: SchedulingResult.EXPIRED,
-    Outcome.GIVE_UP: SchedulingResult.GIVE_UP,
-}
 
 
 async def run_once(
@@ -100,18 +96,18 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
             actor=ACTOR,
             retry_at=claim.now if actions else decision.recheck_at,
         )
-    elif outcome is Outcome.SUCCESS and actions.promote:
-        # The claim holds the deployment's and its routes' locks; with no route changed since, they are current.
-        if actions.create_routes or actions.terminate or actions.traffic:
-            await lifecycle.promote(db, deployment.id, actor=ACTOR)
-        else:
-            await lifecycle.switch_traffic(db, deployment, claim.routes, actor=ACTOR)
     else:
         target = transition.target(outcome)
         to_state = target.resolve(deployment)
         message = decision.message
         if outcome is Outcome.GIVE_UP and decision.outcome is Outcome.NEED_RETRY:
             message = f"gave up after {deployment.attempts} retries: {decision.message}"
+        next_check: dict[str, Any] = {}
+        if outcome is Outcome.SUCCESS and actions.promote:
+            # The promotion's route changes, under the locks of the claim (no route changed since it was taken).
+            switch = await lifecycle.switch_traffic(db, deployment, claim.routes)
+            message = switch.message
+            next_check = {"next_check_now": False, "next_check_at": switch.scale_down_at}
         if to_state is None:
             await history.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
             await scheduling.wait(db, deployment, until=decision.recheck_at)
@@ -123,9 +119,10 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
                 swap=target.swap,
                 phase=transition.phase,
                 message=message,
-                result=RESULTS[outcome],
+                result=outcome.value,
                 error_code=decision.error_code,
                 actor=ACTOR,
+                **next_check,
             )
 
 

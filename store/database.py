@@ -1,7 +1,11 @@
 """Opening the database, and bringing its schema up to date with Alembic."""
 
+import asyncio
+import contextlib
 import json
+import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from store.errors import SchemaOutOfDate
 from store.queries import QUERIES
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+log = logging.getLogger("switchover.database")
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -56,14 +61,41 @@ def positional(query: str, values: dict[str, Any] | None) -> tuple[str, list[Any
 
 async def on_connection(db: Database, method: str, sql: str, *args: Any) -> Any:
     """`sql` (asyncpg's `$n` parameters) run by asyncpg's `method` (fetch, fetchrow, fetchval) on the connection, and
-    in the transaction, that `databases` holds for this task, under the lock `databases` guards it with."""
-    async with db.connection() as connection, connection._query_lock:
+    in the transaction, that `databases` holds for this task: its documented `raw_connection`. `databases` gives
+    every task a connection of its own, and a task sends one statement at a time, so nothing else uses it meanwhile."""
+    async with db.connection() as connection:
         return await getattr(connection.raw_connection, method)(sql, *args)
 
 
 class Store(Database):
     """`databases.Database`, with plain-text queries sent straight to asyncpg (prepared once per connection, by
-    asyncpg's statement cache) on the same connection and transaction `databases` manages. Rows are asyncpg's."""
+    asyncpg's statement cache) on the connection `databases` holds for the task. Rows are asyncpg's.
+
+    Transactions are asyncpg's own, on that connection, inside `databases`' public `connection()` context: whatever
+    fails (BEGIN after an outage included), leaving the context gives the connection back to the pool. (`databases`
+    0.9's own transactions keep a connection checked out for good when BEGIN, COMMIT or ROLLBACK fails, and the
+    pool's close then waits for it forever.) `disconnect` waits at most `close_timeout` seconds for connections
+    still in use, then closes them under their users."""
+
+    close_timeout: float = 2.0  # by then, connections still in use belong to tasks stuck on a silent database
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, **options: Any) -> AsyncIterator[None]:  # type: ignore[override]
+        """One transaction (a savepoint when nested) of this task's connection; `options` are asyncpg's
+        (`isolation`, `readonly`, `deferrable`)."""
+        async with self.connection() as connection, connection.raw_connection.transaction(**options):
+            yield
+
+    async def disconnect(self) -> None:
+        # asyncpg's Pool.close() waits for every checked-out connection, with no limit; cancelled, it terminates
+        # the pool instead (its documented behaviour). A task stuck on a database that stopped answering must not
+        # keep a process from exiting.
+        try:
+            await asyncio.wait_for(super().disconnect(), timeout=self.close_timeout)
+            return
+        except TimeoutError:
+            log.warning("connections still in use after %.1f s: closed under their users", self.close_timeout)
+        await super().disconnect()  # the pool is terminated now: this only forgets it
 
     async def fetch_all(self, query: Any, values: dict[str, Any] | None = None) -> list[Any]:
         if not isinstance(query, str):

@@ -6,7 +6,7 @@ import asyncpg
 from databases import Database
 
 from store import history, records, validation
-from store.errors import Conflict, InvalidState, NotFound
+from store.errors import Conflict, InvalidState, does_not_exist
 from store.models import Deployment, DeploymentLifecycle, Revision, Strategy
 from store.queries import QUERIES
 
@@ -60,7 +60,7 @@ async def add_revision(
     async with db.transaction():
         row = await db.fetch_one(QUERIES["lock_deployment"], {"id": deployment_id})
         if row is None:
-            raise NotFound(f"deployment {deployment_id} does not exist")
+            raise does_not_exist("deployment", deployment_id)
         deployment = records.deployment(row)
         if deployment.lifecycle in (DeploymentLifecycle.DESTROYING, DeploymentLifecycle.DESTROYED):
             raise InvalidState(f"deployment {deployment.name} is {deployment.lifecycle.value}: it takes no revisions")

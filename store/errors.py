@@ -19,18 +19,17 @@ class NotFound(StoreError):
     code = "NOT_FOUND"
 
 
+def does_not_exist(kind: str, id_: str) -> NotFound:
+    """The one answer for an id that finds nothing, also given for a record the caller may not read."""
+    return NotFound(f"{kind} {id_} does not exist")
+
+
 class InvalidState(StoreError):
     code = "INVALID_STATE"
 
 
 class Conflict(StoreError):
     code = "CONFLICT"
-
-
-class Unavailable(StoreError):
-    """The database cannot be reached."""
-
-    code = "UNAVAILABLE"
 
 
 class SchemaOutOfDate(Exception):

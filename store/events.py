@@ -1,10 +1,12 @@
 """History as a stream of events: what `deploymentEvents` subscribers receive."""
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+from asyncpg import Record
 from databases import Database
 
 from store import records
@@ -38,6 +40,31 @@ async def position_of(db: Database, event_id: str | None) -> int:
     return seq
 
 
+class _Sent:
+    """What a subscriber already received: a row goes out again only when its content changed (a retry merged into
+    it). A notification also arrives for a row a range read already returned (committed between LISTEN and the read,
+    or after a notification of a later row triggered the read), and that must not send it twice."""
+
+    def __init__(self, remembered: int = 10_000) -> None:
+        self.versions: OrderedDict[int, tuple[object, ...]] = OrderedDict()
+        self.remembered = remembered  # notifications arrive right after commit: recent rows are enough
+
+    def first_time(self, row: Record) -> bool:
+        version = tuple(row[c] for c in MUTABLE_COLUMNS)
+        if self.versions.get(row["seq"]) == version:
+            return False
+        self.versions[row["seq"]] = version
+        self.versions.move_to_end(row["seq"])
+        if len(self.versions) > self.remembered:
+            self.versions.popitem(last=False)
+        return True
+
+
+# What merge_retry_into_history may change in a row already written.
+MUTABLE_COLUMNS = ("updated_at", "attempts", "message", "error_code")
+PAGE = 500
+
+
 async def events(
     db: Database,
     url: str,
@@ -46,38 +73,41 @@ async def events(
     project_ids: Sequence[str] | None,
     after_seq: int,
 ) -> AsyncIterator[Event]:
-    """Events after `after_seq` that match, then each new one as it is committed, until the caller stops."""
+    """Events after `after_seq` that match, then each new or changed one as it is committed, until the caller
+    stops. Each version of a row is sent once."""
     announced: asyncio.Queue[int] = asyncio.Queue()
     listener = await asyncpg.connect(url)
     await listener.add_listener(CHANNEL, lambda _c, _p, _ch, payload: announced.put_nowait(int(payload)))
     filters = {"deployment_id": deployment_id, "project_ids": None if project_ids is None else list(project_ids)}
+    sent = _Sent()
+
+    async def rows_after(position: int) -> AsyncIterator[Record]:
+        while True:
+            rows = await db.fetch_all(QUERIES["history_events"], {"after_seq": position, "limit": PAGE, **filters})
+            for row in rows:
+                yield row
+                position = row["seq"]
+            if len(rows) < PAGE:
+                return
+
     try:
         # Listening began before this catch-up read: nothing committed in between is missed.
         last = after_seq
-        while True:
-            rows = await db.fetch_all(QUERIES["history_events"], {"after_seq": last, "limit": 500, **filters})
-            for row in rows:
+        async for row in rows_after(last):
+            last = row["seq"]
+            if sent.first_time(row):
                 yield _event(row)
-                last = row["seq"]
-            if len(rows) < 500:
-                break
         while True:
             seq = await announced.get()
             if seq > last:  # new rows: read them all in order (several may have been committed together)
-                rows = await db.fetch_all(QUERIES["history_events"], {"after_seq": last, "limit": 500, **filters})
-                for row in rows:
-                    yield _event(row)
+                async for row in rows_after(last):
                     last = row["seq"]
-                # Rows of other deployments still move the position on.
-                last = max(last, seq)
-            else:  # an update of a row already sent: a retry merged into it
-                row = await db.fetch_one(QUERIES["history_event_by_seq"], {"seq": seq})
-                event = None if row is None else _event(row)
-                if (
-                    event is not None
-                    and (deployment_id is None or event.deployment_id == deployment_id)
-                    and (project_ids is None or event.project_id in project_ids)
-                ):
-                    yield event
+                    if sent.first_time(row):
+                        yield _event(row)
+                last = max(last, seq)  # rows of other deployments still move the position on
+            else:  # a row already read, a row committed after a later one, or a retry merged into a row
+                row = await db.fetch_one(QUERIES["history_event_by_seq"], {"seq": seq, **filters})
+                if row is not None and sent.first_time(row):
+                    yield _event(row)
     finally:
         await listener.close()

@@ -195,8 +195,6 @@ PAGES = {
     ("Deployment", "history"): Ordering("DeploymentHistory", "history", "seq", descending=True),
 }
 
-SUPPORTED_LEAVES = {type_: frozenset(columns) for type_, columns in COLUMNS.items()}
-
 # --- The statement ---------------------------------------------------------------------------------------------
 
 
@@ -266,10 +264,12 @@ class _Statement:
                 value = f"'{ordering.node_type}Connection'::text"
             pairs.append((key, value))
         where_sql = " AND ".join(conditions) or "TRUE"
+        # GROUP BY (): one row, hence one connection object, whatever the page holds and whether or not the shape
+        # has an aggregate (`{ __typename }` alone would otherwise give a row per item: null when there is none).
         return (
             f"(SELECT {_object(pairs)} FROM ("
             f"SELECT {r}.*, row_number() OVER (ORDER BY {position} {direction}) AS rank FROM {table} {r} "
-            f"WHERE {where_sql} ORDER BY {position} {direction} LIMIT {limit} + 1) {r})"
+            f"WHERE {where_sql} ORDER BY {position} {direction} LIMIT {limit} + 1) {r} GROUP BY ())"
         )
 
     def root(self, root: Root) -> str:

@@ -1,12 +1,14 @@
 """Operations that move deployments through their lifecycle. Each is one transaction: lock the deployment row,
 re-check its state, apply guarded updates, write history, notify the scheduler."""
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from databases import Database
 
 from store import history, records, validation
-from store.errors import Conflict, InvalidState, NotFound
+from store.errors import Conflict, InvalidState, NotFound, does_not_exist
 from store.models import (
     LIVE_ROUTE_STATUSES,
     Deployment,
@@ -42,7 +44,7 @@ REPORTABLE_STATUSES = frozenset(
 async def lock_deployment(db: Database, deployment_id: str) -> Deployment:
     row = await db.fetch_one(QUERIES["lock_deployment"], {"id": deployment_id})
     if row is None:
-        raise NotFound(f"deployment {deployment_id} does not exist")
+        raise does_not_exist("deployment", deployment_id)
     return records.deployment(row)
 
 
@@ -124,12 +126,10 @@ async def deploy_revision(db: Database, deployment_id: str, revision_id: str, *,
     revision_id = validation.parse_id(revision_id, "revisionId")
     async with db.transaction():
         deployment = await lock_at_rest(db, deployment_id, to="deploy again")
-        row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id})
-        if row is None:
-            raise NotFound(f"revision {revision_id} does not exist")
+        row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id, "deployment_id": deployment.id})
+        if row is None:  # also another deployment's revision, which may belong to a project the caller cannot read
+            raise NotFound(f"deployment {deployment.name} has no revision {revision_id}")
         revision: Revision = records.revision(row)
-        if revision.deployment_id != deployment.id:
-            raise InvalidState(f"revision {revision_id} belongs to another deployment, not to {deployment.name}")
         if revision.id == deployment.current_revision_id:
             raise InvalidState(f"revision {revision.number} is already serving {deployment.name}; nothing to deploy")
         updated_row = await db.fetch_one(QUERIES["start_rollout"], {"id": deployment.id, "revision_id": revision.id})
@@ -150,6 +150,10 @@ async def deploy_revision(db: Database, deployment_id: str, revision_id: str, *,
     return updated
 
 
+PROMOTE = "promote"  # the step's name in history, whether a person or the scheduler's table promotes
+PROMOTED = (DeploymentLifecycle.READY, None)
+
+
 async def promote(
     db: Database,
     deployment_id: str,
@@ -165,22 +169,29 @@ async def promote(
     async with db.transaction():
         deployment = await lock_deployment(db, deployment_id)
         routes = await lock_routes(db, deployment.id)
-        return await switch_traffic(
-            db, deployment, routes, actor=actor, expected_revision_id=expected_revision_id, dry_run=dry_run
+        if dry_run:
+            promoted, drained = check_promotion(deployment, routes, expected_revision_id=expected_revision_id)
+            return Promotion(deployment, promoted, drained, dry_run=True)
+        switch = await switch_traffic(db, deployment, routes, expected_revision_id=expected_revision_id)
+        updated = await move(
+            db,
+            deployment,
+            PROMOTED,
+            phase=PROMOTE,
+            message=switch.message,
+            actor=actor,
+            swap=True,
+            next_check_now=False,
+            next_check_at=switch.scale_down_at,
         )
+    return Promotion(updated, switch.promoted, switch.drained, dry_run=False)
 
 
-async def switch_traffic(
-    db: Database,
-    deployment: Deployment,
-    routes: list[Route],
-    *,
-    actor: str,
-    expected_revision_id: str | None = None,
-    dry_run: bool = False,
-) -> Promotion:
-    """`promote` for a caller that already holds the deployment's and its routes' locks in this transaction (the
-    scheduler's claim): re-check, then switch."""
+def check_promotion(
+    deployment: Deployment, routes: list[Route], *, expected_revision_id: str | None = None
+) -> tuple[list[Route], list[Route]]:
+    """Refuse a promotion the deployment is not ready for; else the green routes it promotes and the blue routes it
+    drains."""
     if deployment.strategy.type is not DeploymentStrategyType.BLUE_GREEN:
         raise InvalidState(
             f"deployment {deployment.name} uses the {deployment.strategy.type} strategy: its new routes take "
@@ -200,18 +211,35 @@ async def switch_traffic(
             f"deployment {deployment.name} has {len(healthy_green)} of {deployment.replicas} green routes "
             "HEALTHY; wait until all are healthy before promoting"
         )
-    promoted = healthy_green[: deployment.replicas]
-    promoted_ids = {r.id for r in promoted}
-    spare_green = [r for r in green if r.id not in promoted_ids and r.status is not RouteStatus.TERMINATING]
     blue = [
         r
         for r in routes
         if r.revision_id != deployment.deploying_revision_id
         and (r.status in LIVE_ROUTE_STATUSES or r.traffic_status is RouteTrafficStatus.ACTIVE)
     ]
-    if dry_run:
-        return Promotion(deployment, promoted, blue, dry_run=True)
+    return healthy_green[: deployment.replicas], blue
 
+
+@dataclass(frozen=True)
+class Switch:
+    """The route changes of a promotion, made; the state change is the caller's (`promote`, or the scheduler's
+    transition table)."""
+
+    promoted: list[Route]
+    drained: list[Route]
+    message: str  # for the history row: from which revision to which, how many routes
+    scale_down_at: datetime | None  # when the scheduler drains the blue routes kept warm
+
+
+async def switch_traffic(
+    db: Database, deployment: Deployment, routes: list[Route], *, expected_revision_id: str | None = None
+) -> Switch:
+    """The traffic switch, for a caller that holds the deployment's and its routes' locks in this transaction (the
+    scheduler's claim, or `promote`): re-check, then green takes all traffic and blue is kept warm without any."""
+    promoted, blue = check_promotion(deployment, routes, expected_revision_id=expected_revision_id)
+    promoted_ids = {r.id for r in promoted}
+    green = [r for r in routes if r.revision_id == deployment.deploying_revision_id]
+    spare_green = [r for r in green if r.id not in promoted_ids and r.status is not RouteStatus.TERMINATING]
     rows = await db.fetch_all(
         QUERIES["switch_routes"],
         {
@@ -227,30 +255,16 @@ async def switch_traffic(
     drained_rows = [row for row in rows if not row["is_promoted"]]
     if spare_green:
         await db.fetch_all(QUERIES["terminate_routes"], {"ids": [r.id for r in spare_green]})
-    # The scheduler next acts when the blue routes' scale-down delay has passed.
-    drain_at = min((row["terminate_after"] for row in drained_rows), default=None)
     # At least one route is promoted (replicas >= 1), so there is a row to carry the numbers.
     new_number, old_number = rows[0]["new_revision_number"], rows[0]["old_revision_number"]
     over = f" over revision {old_number}" if old_number else " (first deploy)"
-    updated = await move(
-        db,
-        deployment,
-        (DeploymentLifecycle.READY, None),
-        phase="promote",
-        message=(
-            f"promoted revision {new_number}{over}: {len(promoted)} routes active, {len(blue)} draining"
-            + (f" after {deployment.strategy.blue_green_spec.scale_down_delay_seconds} s" if blue else "")
-        ),
-        actor=actor,
-        swap=True,
-        next_check_now=False,
-        next_check_at=drain_at,
-    )
-    return Promotion(
-        updated,
-        sorted(map(records.route, promoted_rows), key=lambda r: r.seq),
-        sorted(map(records.route, drained_rows), key=lambda r: r.seq),
-        dry_run=False,
+    delay = deployment.strategy.blue_green_spec.scale_down_delay_seconds
+    return Switch(
+        promoted=sorted(map(records.route, promoted_rows), key=lambda r: r.seq),
+        drained=sorted(map(records.route, drained_rows), key=lambda r: r.seq),
+        message=f"promoted revision {new_number}{over}: {len(promoted)} routes active, {len(blue)} draining"
+        + (f" after {delay} s" if blue else ""),
+        scale_down_at=min((row["terminate_after"] for row in drained_rows), default=None),
     )
 
 
@@ -398,7 +412,7 @@ async def report_route_health(
         validation.check_endpoint_url(endpoint_url)
     owner = await db.fetch_val(QUERIES["deployment_of_route"], {"id": route_id})
     if owner is None:
-        raise NotFound(f"route {route_id} does not exist")
+        raise does_not_exist("route", route_id)
     async with db.transaction():
         deployment = await lock_deployment(db, str(owner))
         row = await db.fetch_one(QUERIES["lock_route"], {"id": route_id})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -124,25 +124,6 @@ class Deployment:
     next_check_at: datetime | None
     created_at: datetime
     updated_at: datetime
-
-    @property
-    def next_action_at(self) -> datetime | None:
-        """When the scheduler acts on its own, counted from `phase_started_at`; None while it only waits."""
-        if self.lifecycle is DeploymentLifecycle.DESTROYING:
-            return self.phase_started_at
-        if self.lifecycle is DeploymentLifecycle.READY:
-            return self.next_check_at  # e.g. when the old routes kept warm after a promotion are drained
-        if self.lifecycle is not DeploymentLifecycle.DEPLOYING:
-            return None
-        if self.sub_step is DeploymentLifecycleSubStep.DEPLOYING_PROVISIONING:
-            return self.phase_started_at + timedelta(seconds=self.strategy.provisioning_timeout_seconds)
-        if self.sub_step is DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION:
-            spec = self.strategy.blue_green_spec
-            delays = [spec.promotion_timeout_seconds] if spec.promotion_timeout_seconds is not None else []
-            if spec.auto_promote:
-                delays.append(spec.promote_delay_seconds)
-            return self.phase_started_at + timedelta(seconds=min(delays)) if delays else None
-        return self.phase_started_at
 
 
 @dataclass

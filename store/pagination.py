@@ -2,11 +2,14 @@
 
 import base64
 import binascii
+import re
 
 from store.errors import BadUserInput
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+POSITION = re.compile(r"0|[1-9][0-9]{0,18}")
+MAX_POSITION = 2**63 - 1  # positions are bigint columns (or compared as bigint)
 
 
 def page_size(first: int | None) -> int:
@@ -22,13 +25,14 @@ def encode_cursor(kind: str, position: int) -> str:
 
 
 def decode_cursor(kind: str, cursor: str | None, default: int) -> int:
-    """The position a cursor names; `default` (the start of the ordering) when there is none."""
+    """The position a cursor names; `default` (the start of the ordering) when there is none. Only what
+    `encode_cursor` writes is taken: digits without sign, spaces or leading zeros, within PostgreSQL's bigint."""
     if cursor is None:
         return default
     try:
-        found_kind, position = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        if found_kind == kind:
-            return int(position)
+        found_kind, _, position = base64.urlsafe_b64decode(cursor.encode()).decode("ascii").partition(":")
     except (binascii.Error, UnicodeError, ValueError):
-        pass
+        found_kind, position = "", ""
+    if found_kind == kind and POSITION.fullmatch(position) and int(position) <= MAX_POSITION:
+        return int(position)
     raise BadUserInput(f"after {cursor[:80]!r} is not a {kind} cursor: pass an endCursor from a previous page")

@@ -114,7 +114,7 @@ SELECT deployment_id FROM routes WHERE id = :id
 SELECT id, number FROM revisions WHERE id = ANY(CAST(:ids AS uuid[]))
 
 -- name: revision_of_deployment
-SELECT * FROM revisions WHERE id = :id
+SELECT * FROM revisions WHERE id = :id AND deployment_id = :deployment_id
 
 -- name: start_rollout
 UPDATE deployments
@@ -347,6 +347,9 @@ ORDER BY h.seq
 LIMIT :limit
 
 -- name: history_event_by_seq
+-- One history row, if it matches the same filters as history_events.
 SELECT h.*, d.project_id
 FROM deployment_history h JOIN deployments d ON d.id = h.deployment_id
 WHERE h.seq = :seq
+  AND (CAST(:deployment_id AS uuid) IS NULL OR h.deployment_id = CAST(:deployment_id AS uuid))
+  AND (CAST(:project_ids AS uuid[]) IS NULL OR d.project_id = ANY(CAST(:project_ids AS uuid[])))

@@ -23,7 +23,7 @@ from store.models import (
 )
 from store.pagination import decode_cursor, encode_cursor, page_size
 from store.queries import QUERIES
-from store.validation import canonical_id, parse_id
+from store.validation import canonical_id, check_name_filter, parse_id
 
 T = TypeVar("T")
 
@@ -73,6 +73,7 @@ async def list_deployments(
 ) -> Page[Deployment]:
     """Deployments, oldest first; only those of `project_ids` when given (an empty list finds none)."""
     limit = page_size(first)
+    check_name_filter(name)
     rows = await db.fetch_all(
         QUERIES["list_deployments"],
         {

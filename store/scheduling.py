@@ -6,10 +6,8 @@ from datetime import datetime, timedelta
 from databases import Database
 
 from store import history, lifecycle, records
-from store.models import Deployment, DeploymentLifecycle, DeploymentLifecycleSubStep, Route, SchedulingResult
+from store.models import Deployment, Route, SchedulingResult
 from store.queries import QUERIES
-
-State = tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]
 
 
 @dataclass

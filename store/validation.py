@@ -30,10 +30,19 @@ def canonical_id(value: str) -> str | None:
 
 
 def check_name(name: str) -> None:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise BadUserInput(
             f"name {name[:80]!r} is not valid: use 1–63 characters of a-z, 0-9 and '-', "
             "starting and ending with a letter or digit (like a DNS label)"
+        )
+
+
+def check_name_filter(name: str | None) -> None:
+    """A `name` filter that no deployment name could equal is a mistake worth saying, not an empty page."""
+    if name is not None and not NAME.fullmatch(name):
+        raise BadUserInput(
+            f"name {name[:80]!r} cannot match any deployment: names are 1–63 characters of a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit"
         )
 
 

@@ -19,10 +19,11 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from resolvers import make_schema
-from resolvers.auth import ANONYMOUS, Principal, principal_from
+from resolvers.auth import ANONYMOUS, Principal, principal_from, require_authentication
 from resolvers.context import Context
+from resolvers.documents import DocumentCache
 from resolvers.errors import error_log, format_error
-from resolvers.limits import DocumentCache, require_authentication, validation_rules
+from resolvers.limits import validation_rules
 from resolvers.planner import PlannedExecutor
 from store.database import check_schema
 from store.errors import Unauthenticated

@@ -5,6 +5,10 @@ runtime: every route is a real local replica process, health-checked over HTTP) 
 deployment out at revision 1, sends it requests, rolls revision 2 out beside it, promotes it under load, and shows that
 every request was answered: first by revision 1, then by revision 2. Every process it started is stopped at the end,
 also on Ctrl-C.
+
+A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the demo and its three services stop at
+once. Each service stops cleanly on it (the scheduler stops the replicas it started, which run in sessions of their
+own); the demo, whatever SIGINT disposition it inherited, cleans up and exits, and kills any replica still left.
 """
 
 import argparse
@@ -16,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -28,6 +33,12 @@ from switchover.settings import Settings, from_environment
 
 PROJECT = "6f1c2a7e-0d4b-4f7e-9a51-3c0e8d2b9a10"
 STARTED = time.monotonic()
+RUN_MARKER = "SWITCHOVER_DEMO_RUN"  # in the environment of every process this run starts, replicas included
+STOP_WAIT_SECONDS = 10  # for the services to exit after SIGTERM, before SIGKILL
+
+
+class DemoFailed(Exception):
+    """The rollout did not go as narrated; the message says why."""
 
 
 def say(message: str) -> None:
@@ -47,8 +58,10 @@ class Services:
     """The subgraph, scheduler and proxy as child processes of this one."""
 
     def __init__(self, database_url: str, api_port: int, proxy_port: int) -> None:
+        self.run_id = uuid.uuid4().hex
         self.env = {
             **os.environ,
+            RUN_MARKER: self.run_id,
             "DATABASE_URL": database_url,
             "SWITCHOVER_RUNTIME": "process",
             "SWITCHOVER_POLL_INTERVAL": "0.2",
@@ -78,19 +91,33 @@ class Services:
                 )
 
     def stop(self) -> None:
+        """SIGTERM to each service (the scheduler then stops its replicas), SIGKILL to any still running after
+        `STOP_WAIT_SECONDS`, then SIGKILL to any replica of this run still left (a scheduler that was killed)."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
         for process in self.processes.values():
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+        self.kill_leftover_replicas()
+
+    def kill_leftover_replicas(self) -> None:
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get(RUN_MARKER) == self.run_id:
+                    process.kill()
+
+    def alive(self, name: str) -> bool:
+        return self.processes[name].poll() is None
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
-                raise SystemExit(f"the {name} exited (code {process.returncode}); see its log in .switchover/logs")
+                raise DemoFailed(f"the {name} exited (code {process.returncode}); see its log in .switchover/logs")
 
 
 class Demo:
@@ -98,13 +125,12 @@ class Demo:
         self.services = services
         self.http = httpx.AsyncClient(timeout=10)
         self.deployment_id: str | None = None
-        self.route_ids: set[str] = set()
 
     async def gql(self, query: str, **variables: Any) -> dict[str, Any]:
         response = await self.http.post(f"{self.services.api}/graphql", json={"query": query, "variables": variables})
         body = response.json()
         if body.get("errors"):
-            raise SystemExit(f"GraphQL error: {body['errors'][0]['message']}")
+            raise DemoFailed(f"GraphQL error: {body['errors'][0]['message']}")
         return body["data"]
 
     async def wait_until_up(self) -> None:
@@ -116,7 +142,7 @@ class Demo:
                     if (await self.http.get(url)).status_code == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{url} did not come up within 60 s")
+                    raise DemoFailed(f"{url} did not come up within 60 s")
                 await asyncio.sleep(0.1)
 
     async def snapshot(self) -> dict[str, Any]:
@@ -127,9 +153,7 @@ class Demo:
                } }""",
             id=self.deployment_id,
         )
-        deployment = data["deployment"]
-        self.route_ids |= {r["id"] for r in deployment["routes"]}
-        return deployment
+        return data["deployment"]
 
     async def follow(self, until: str, *, within: float = 90) -> None:
         """Print every change of state and of routes until the deployment reaches `until`."""
@@ -150,7 +174,7 @@ class Demo:
             if state == until:
                 return
             if time.monotonic() > deadline:
-                raise SystemExit(f"the deployment did not reach {until} within {within:.0f} s")
+                raise DemoFailed(f"the deployment did not reach {until} within {within:.0f} s")
             await asyncio.sleep(0.2)
 
     async def requests(self, count: int) -> Counter[str]:
@@ -176,12 +200,14 @@ class Demo:
         await self.wait_until_up()
         say(f"subgraph {self.services.api}/graphql, proxy {self.services.proxy}, scheduler with the process runtime")
         old = await self.gql(
-            "query($p: ID!) { deployments(projectId: $p, lifecycle: [PENDING, READY]) { edges { node { id name } } } }",
+            "query($p: ID!) { deployments(projectId: $p, lifecycle: [PENDING, READY, DEPLOYING, DESTROYING]) "
+            "{ edges { node { id name } } } }",
             p=PROJECT,
         )
         for edge in old["deployments"]["edges"]:
-            if edge["node"]["name"] == "sentiment-demo":  # left over from an interrupted run
-                await self.destroy(edge["node"]["id"])
+            if edge["node"]["name"] == "sentiment-demo":  # left over from an interrupted run: its name must be free
+                say("retiring the sentiment-demo deployment an interrupted run left behind")
+                await self.retire(edge["node"]["id"], within=60)
         created = await self.gql(
             """mutation($p: ID!) { createDeployment(input: {projectId: $p, name: "sentiment-demo", replicas: 2,
                  strategy: {type: BLUE_GREEN, blueGreen: {scaleDownDelaySeconds: 5}}}) { deployment { id } } }""",
@@ -204,6 +230,19 @@ class Demo:
         seen: Counter[str] = Counter()
         stop = asyncio.Event()
         load = asyncio.create_task(self.load(stop, seen))
+        try:
+            await self.promote_under_load(v2)
+        finally:
+            stop.set()
+            load.cancel()  # interrupted: it must not outlive the HTTP client it uses
+            with contextlib.suppress(asyncio.CancelledError):
+                await load
+        await self.follow("READY")
+        await asyncio.sleep(6)  # past the scale-down delay: the blue replicas are stopped
+        await self.follow("READY")
+        return seen
+
+    async def promote_under_load(self, v2: str) -> None:
         await asyncio.sleep(2)
         promoted = await self.gql(
             """mutation($d: ID!, $r: ID!) { promoteDeployment(input: {deploymentId: $d, expectedRevisionId: $r}) {
@@ -215,12 +254,6 @@ class Demo:
         say(f"PROMOTED revision 2: {len(result['promotedRoutes'])} routes active, "
             f"{len(result['drainedRoutes'])} blue routes kept warm for 5 s")  # fmt: skip
         await asyncio.sleep(2)
-        stop.set()
-        await load
-        await self.follow("READY")
-        await asyncio.sleep(6)  # past the scale-down delay: the blue replicas are stopped
-        await self.follow("READY")
-        return seen
 
     async def add_revision(self, image: str, env: dict[str, str]) -> str:
         data = await self.gql(
@@ -245,26 +278,41 @@ class Demo:
             "mutation($d: ID!) { destroyDeployment(input: {deploymentId: $d}) { deployment { id } } }", d=deployment_id
         )
 
-    async def clean_up(self) -> None:
-        """Destroy the demo deployment so the scheduler stops its replicas, then make sure none is left."""
-        if self.deployment_id is None:
-            return
-        with contextlib.suppress(Exception):
-            await self.snapshot()
-            await self.destroy(self.deployment_id)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                d = await self.snapshot()
-                if all(r["status"] == "TERMINATED" for r in d["routes"]):
-                    break
-                await asyncio.sleep(0.2)
+    async def roll_back(self, deployment_id: str) -> None:
+        await self.gql(
+            'mutation($d: ID!) { rollbackDeployment(input: {deploymentId: $d, reason: "demo stopped"}) '
+            "{ deployment { id } } }",
+            d=deployment_id,
+        )
 
-    def kill_leftover_replicas(self) -> None:
-        for process in psutil.process_iter(["cmdline"]):
-            cmdline = process.info["cmdline"] or []
-            if "scheduler.replica" in cmdline and self.route_ids.intersection(cmdline):
-                with contextlib.suppress(psutil.Error):
-                    process.kill()
+    async def retire(self, deployment_id: str, *, within: float) -> None:
+        """Destroy a deployment, rolling back first a rollout in flight (destroy refuses one), and wait until it is
+        DESTROYED: its replicas are stopped and its name is free again."""
+        deadline = time.monotonic() + within
+        while True:
+            self.services.check_alive()
+            data = await self.gql("query($d: ID!) { deployment(id: $d) { lifecycle subStep } }", d=deployment_id)
+            d = data["deployment"]
+            if d is None or d["lifecycle"] == "DESTROYED":
+                return
+            with contextlib.suppress(DemoFailed):  # it moved on meanwhile: look again
+                if d["lifecycle"] in ("PENDING", "READY"):
+                    await self.destroy(deployment_id)
+                elif d["lifecycle"] == "DEPLOYING" and d["subStep"] != "DEPLOYING_ROLLING_BACK":
+                    await self.roll_back(deployment_id)
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"deployment {deployment_id} was not destroyed within {within:.0f} s")
+            await asyncio.sleep(0.2)
+
+    async def clean_up(self) -> None:
+        """Retire the demo deployment, so that the scheduler stops its replicas and the next run starts afresh.
+
+        After a Ctrl-C the subgraph is stopping too: then the next run retires it, and the services' own stop and
+        `Services.stop` take care of the processes."""
+        if self.deployment_id is None or not self.services.alive("subgraph"):
+            return
+        with contextlib.suppress(Exception):  # best effort: whatever the subgraph answers, the processes stop next
+            await self.retire(self.deployment_id, within=10)
 
 
 EXPLORE = """
@@ -278,31 +326,68 @@ Explore further while it keeps running (Ctrl-C stops everything):
 """
 
 
+async def show(demo: Demo, args: argparse.Namespace) -> int:
+    """The narrated rollout, its summary, then (without --exit) serving until a signal or until a service exits."""
+    seen = await demo.run()
+    failed = sum(n for answer, n in seen.items() if answer.startswith("failed"))
+    say("summary:")
+    for answer, n in sorted(seen.items()):
+        print(f"    {n:5d} requests answered by {answer}")
+    print(f"    {sum(seen.values()) - failed} passed, {failed} failed during the promotion")
+    if failed:
+        return 1
+    if not args.exit:
+        print(EXPLORE.format(api=demo.services.api, proxy=demo.services.proxy, id=demo.deployment_id), flush=True)
+        while True:  # a service stopped under the demo (killed, or the group's SIGINT) ends it too
+            demo.services.check_alive()
+            await asyncio.sleep(0.5)
+    return 0
+
+
+def cancel_on_signals(task: asyncio.Task[int]) -> list[int]:
+    """SIGINT (a terminal's Ctrl-C) and SIGTERM cancel `task`; returns the list the signal received is put in.
+
+    Handled by the event loop, whatever disposition this process inherited (a job started in the background by a
+    shell ignores SIGINT): the services always stop on SIGINT, so the demo must too, or it would wait forever for
+    services that are gone. Later signals change nothing: the clean-up runs to its end."""
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            received.append(signum)
+            task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return received
+
+
 async def main_async(args: argparse.Namespace, settings: Settings, url: str) -> int:
     log_dir = os.path.join(str(settings.data_dir), "logs")
     os.makedirs(log_dir, exist_ok=True)
     services = Services(url, free_port(args.api_port), free_port(args.proxy_port))
     demo = Demo(services)
+    shown = asyncio.create_task(show(demo, args))
+    received = cancel_on_signals(shown)
     services.start(log_dir)
     try:
-        seen = await demo.run()
-        failed = sum(n for answer, n in seen.items() if answer.startswith("failed"))
-        say("summary:")
-        for answer, n in sorted(seen.items()):
-            print(f"    {n:5d} requests answered by {answer}")
-        print(f"    {sum(seen.values()) - failed} passed, {failed} failed during the promotion")
-        if failed:
-            return 1
-        if not args.exit:
-            print(EXPLORE.format(api=services.api, proxy=services.proxy, id=demo.deployment_id), flush=True)
-            await asyncio.Event().wait()
-        return 0
+        return await shown
+    except (asyncio.CancelledError, DemoFailed) as exc:
+        if received:
+            return 128 + received[0]
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
-        say("cleaning up: destroying the demo deployment and stopping every process")
-        await demo.clean_up()
-        services.stop()
-        demo.kill_leftover_replicas()
-        await demo.http.aclose()
+        try:
+            with contextlib.suppress(OSError):  # a stdout gone (a pipe's reader exited) must not skip the clean-up
+                say("cleaning up: destroying the demo deployment and stopping every process")
+            await demo.clean_up()
+        finally:
+            services.stop()
+            await demo.http.aclose()
 
 
 def main() -> int:
@@ -311,13 +396,13 @@ def main() -> int:
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--proxy-port", type=int, default=8080)
     args = parser.parse_args()
-    cli.exit_cleanly_on_sigterm()
-    settings = from_environment()
-    url = cli.database_url(settings)  # this process owns the embedded server: it stops when the demo ends
-    say(f"database schema at version {migrate(url)}")
+    cli.exit_cleanly_on_sigterm()  # until the event loop handles it (cancel_on_signals)
     try:
+        settings = from_environment()
+        url = cli.database_url(settings)  # this process owns the embedded server: it stops when the demo ends
+        say(f"database schema at version {migrate(url)}")
         return asyncio.run(main_async(args, settings, url))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the event loop handles SIGINT: no service started yet
         return 130
 
 

@@ -49,6 +49,7 @@ class Scenario:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.id = ""
+        self.project_id = ""
         self.revisions: list[str] = []
 
     async def given_deployment(self, *, replicas: int = 2, strategy: Strategy | None = None) -> "Scenario":
@@ -60,7 +61,7 @@ class Scenario:
             strategy=strategy or blue_green(),
             actor="alice",
         )
-        self.id = created.id
+        self.id, self.project_id = created.id, created.project_id
         return self
 
     async def add_revision(self, env: dict[str, str] | None = None) -> str:

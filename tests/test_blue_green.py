@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
+from scheduler import deadlines
 from store import lifecycle
-from store.errors import Conflict, InvalidState
+from store.errors import Conflict, InvalidState, NotFound
 from store.models import RouteStatus, RouteTrafficStatus
 from tests.scenario import Scenario, blue_green
 from tests.state import snapshot
@@ -100,7 +101,7 @@ async def test_auto_promotion_waits_for_the_delay_counted_from_awaiting_promotio
     await scenario.tick()
     assert await scenario.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION"
     entered = (await scenario.deployment()).phase_started_at
-    assert (await scenario.deployment()).next_action_at == entered + timedelta(seconds=60)
+    assert deadlines.next_action_at(await scenario.deployment()) == entered + timedelta(seconds=60)
 
     await scenario.shift_time(55)
     await scenario.tick()
@@ -130,7 +131,7 @@ async def test_a_promotion_timeout_rolls_back_and_the_blue_routes_keep_serving(s
     assert await scenario.active_revisions() == [1, 1]
     assert all(r.status is RouteStatus.TERMINATING for r in await scenario.routes(revision=2))
     assert (await scenario.history())[-2:] == [
-        "promotion EXPIRED AWAITING_PROMOTION -> ROLLING_BACK",
+        "promote EXPIRED AWAITING_PROMOTION -> ROLLING_BACK",
         "rollback SUCCESS ROLLING_BACK -> READY",
     ]
 
@@ -350,7 +351,7 @@ async def test_deploying_the_current_revision_or_another_deployments_is_invalid(
 
     with pytest.raises(InvalidState, match="already serving"):
         await lifecycle.deploy_revision(db, scenario.id, scenario.revisions[0], actor="alice")
-    with pytest.raises(InvalidState, match="belongs to another deployment"):
+    with pytest.raises(NotFound, match="has no revision"):  # as a missing one: it may be another project's
         await lifecycle.deploy_revision(db, scenario.id, foreign, actor="alice")
 
     assert await snapshot(db) == before

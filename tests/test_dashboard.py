@@ -262,7 +262,7 @@ async def test_with_a_jwt_secret_the_page_asks_for_a_token_and_keeps_it(
         await page.shows("the refusal with its code", "#error", "UNAUTHENTICATED", "Authorization")
         await page.screenshot("6-no-token")
 
-        await page.on("#token", lambda e: e.send_keys(token()))
+        await page.on("#token", lambda e: e.send_keys(token(roles=["admin"])))
         await page.click("#token-form button[type=submit]")
         await page.shows("the deployment in the list", "tbody tr", name, "PENDING")
         await page.shows("a live connection", "#live", "Live")

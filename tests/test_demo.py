@@ -1,27 +1,125 @@
-"""`make run`'s demo runs end to end: a real blue-green rollout with zero failed requests, then cleans up."""
+"""`make run`'s demo runs end to end: a real blue-green rollout with zero failed requests, then cleans up; a terminal's
+Ctrl-C stops it and every process it started.
+
+Processes are found by a marker in their environment that only this test's demo passes on (the demo, its services,
+their replicas, its embedded PostgreSQL): never by their names, which another checkout's demo shares.
+"""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
+
+MARKER = "SWITCHOVER_TEST_DEMO"
+
+
+def started_by(marker: str) -> list[psutil.Process]:
+    """The running processes that inherited `marker`."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(MARKER) == marker and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def kill_all(marker: str) -> None:
+    for process in started_by(marker):
+        try:
+            process.kill()
+        except psutil.Error:
+            continue
+
+
+def until(condition: Callable[[], bool], *, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} within {within} s"
+        time.sleep(0.1)
+
+
+def demo_env(tmp_path: Path, marker: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "SWITCHOVER_DATA_DIR": str(tmp_path / "data"), MARKER: marker, **extra}
 
 
 def test_the_demo_rolls_out_two_revisions_with_no_failed_request(database_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url, "SWITCHOVER_DATA_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "switchover.demo", "--exit", "--api-port", "0", "--proxy-port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    marker = uuid.uuid4().hex
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "switchover.demo", "--exit", "--api-port", "0", "--proxy-port", "0"],
+            env=demo_env(tmp_path, marker, DATABASE_URL=database_url),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "requests answered by revision 1" in result.stdout
-    assert "requests answered by revision 2" in result.stdout
-    assert " 0 failed during the promotion" in result.stdout
-    assert "PROMOTED revision 2" in result.stdout
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if "scheduler.replica" in (p.info["cmdline"] or [])]
-    assert leftovers == []
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "requests answered by revision 1" in result.stdout
+        assert "requests answered by revision 2" in result.stdout
+        assert " 0 failed during the promotion" in result.stdout
+        assert "PROMOTED revision 2" in result.stdout
+        assert started_by(marker) == []
+    finally:
+        kill_all(marker)
+
+
+def start_in_its_own_process_group(
+    env: dict[str, str], output: Path, sigint: signal.Handlers
+) -> subprocess.Popen[bytes]:
+    """`make run` as a terminal runs it: a process group of its own (setsid), SIGINT handled as `sigint` says."""
+
+    def in_child() -> None:
+        signal.signal(signal.SIGINT, sigint)
+
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "switchover.demo", "--api-port", "0", "--proxy-port", "0"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=in_child,
+        )
+
+
+@pytest.mark.parametrize(
+    ("sigint", "after"),
+    [
+        pytest.param(signal.SIG_DFL, "deploying revision 2 beside it", id="in-a-terminal-mid-rollout"),
+        # A shell starts a background job with SIGINT ignored; the services handle it anyway, so must the demo.
+        pytest.param(signal.SIG_IGN, "Explore further", id="sigint-ignored-while-serving"),
+    ],
+)
+def test_ctrl_c_stops_the_demo_and_every_process_it_started(
+    tmp_path: Path, sigint: signal.Handlers, after: str
+) -> None:
+    marker = uuid.uuid4().hex
+    env = demo_env(tmp_path, marker)
+    env.pop("DATABASE_URL", None)  # the embedded PostgreSQL, as `make run` uses it
+    output = tmp_path / "demo.out"
+    demo = start_in_its_own_process_group(env, output, sigint)
+    try:
+        until(lambda: after in output.read_text(), within=120, what=f"printed {after!r}: {output.read_text()}")
+        replicas = [p for p in started_by(marker) if "scheduler.replica" in p.cmdline()]
+        assert len(replicas) >= 2
+
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the whole foreground process group
+
+        until(lambda: started_by(marker) == [], within=10, what=f"all gone: {started_by(marker)}")
+        assert demo.wait(timeout=5) == 128 + signal.SIGINT
+        assert "cleaning up" in output.read_text()
+    finally:
+        kill_all(marker)
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()

@@ -144,9 +144,25 @@ async def test_events_need_a_token_when_the_server_requires_one(scenario: Scenar
     async with serving(app) as url:
         async for sub in subscribe(url, {"d": scenario.id}):
             assert refusal(await sub.next()) == "UNAUTHENTICATED"
-        stranger = {"authorization": f"Bearer {token(sub='sam', roles=['viewer'], projects=[])}"}
-        async for sub in subscribe(url, {"d": scenario.id}, init=stranger):
-            assert refusal(await sub.next()) == "FORBIDDEN"
-        admin = {"authorization": f"Bearer {token()}"}
+        # A deployment the caller may not read answers as one that does not exist, whatever the token lists.
+        for roles, projects in (["viewer"], []), ([], [scenario.project_id]):
+            stranger = {"authorization": f"Bearer {token(sub='sam', roles=roles, projects=projects)}"}
+            async for sub in subscribe(url, {"d": scenario.id}, init=stranger):
+                assert refusal(await sub.next()) == "NOT_FOUND"
+        admin = {"authorization": f"Bearer {token(roles=['admin'])}"}
         async for sub in subscribe(url, {"d": scenario.id}, init=admin):
             assert (await sub.next())["payload"]["data"]["deploymentEvents"]["history"]["phase"] == "create"
+
+
+async def test_a_token_without_a_role_receives_no_events_of_the_projects_it_lists(
+    scenario: Scenario, db: Any, database_url: str
+) -> None:
+    await scenario.given_deployment(replicas=1)  # its `create` event would come first, from the catch-up read
+    app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
+    roleless = {"authorization": f"Bearer {token(sub='nora', roles=[], projects=[scenario.project_id])}"}
+    async with serving(app) as url:
+        async for sub in subscribe(url, {}, init=roleless):
+            await scenario.add_revision()
+            # Proving that nothing comes needs a bound: the catch-up alone would have answered within milliseconds.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(sub.connection.recv(), 1.5)

@@ -133,3 +133,75 @@ async def test_revisions_page_oldest_first_and_history_newest_first(client: Any,
     assert second["revisions"]["pageInfo"]["hasNextPage"] is False
     assert [e["node"]["phase"] for e in second["history"]["edges"]] == ["create"]
     assert second["history"]["pageInfo"]["hasNextPage"] is False
+
+
+def b64(text: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("query($a: String) { deployments(after: $a) { edges { cursor } } }", {"a": b64("deployment:" + "9" * 20)}),
+        ("query($a: String) { deployments(after: $a) { edges { cursor } } }", {"a": b64("deployment:-1")}),
+        ("query($a: String) { deployments(after: $a) { edges { cursor } } }", {"a": b64("deployment:-" + "9" * 20)}),
+        ("query($a: String) { deployments(after: $a) { edges { cursor } } }", {"a": b64("deployment: 1")}),
+        ("query($a: String) { deployments(after: $a) { edges { cursor } } }", {"a": b64("deployment:\u0663")}),
+        ("query($a: String) { deployments(after: $a) { edges { cursor } } }", {"a": "\u00e9\u00e9\u00e9\u00e9"}),
+        ("query($d: ID!, $a: String) { deployment(id: $d) { history(after: $a) { edges { cursor } } } }",
+         {"a": b64(f"history:{2**63}")}),
+        ("query($d: ID!, $a: String) { deployment(id: $d) { revisions(after: $a) { edges { cursor } } } }",
+         {"a": b64(f"revision:{2**64}")}),
+        ("query($n: String) { deployments(name: $n) { edges { cursor } } }", {"n": "a\u0000b"}),
+        ("query($n: String) { deployments(name: $n) { edges { cursor } } }", {"n": "model\n"}),
+    ],
+)  # fmt: skip
+async def test_a_malformed_or_out_of_range_cursor_or_filter_is_bad_user_input(
+    client: Any, db: Any, query: str, variables: dict[str, Any]
+) -> None:
+    [deployment_id] = await make(db, str(uuid.uuid4()), "model")
+
+    body = await gql(client, query, {"d": deployment_id, **variables} if "$d" in query else variables)
+
+    assert error_code(body) == "BAD_USER_INPUT", body
+    assert "cursor" in body["errors"][0]["message"] or "cannot match" in body["errors"][0]["message"]
+
+
+async def test_a_name_with_a_trailing_newline_is_not_a_valid_name(client: Any) -> None:
+    body = await gql(client, "mutation($i: CreateDeploymentInput!) { createDeployment(input: $i) { __typename } }",
+                     {"i": {"projectId": str(uuid.uuid4()), "name": "model\n", "replicas": 1,
+                            "strategy": {"type": "BLUE_GREEN"}}})  # fmt: skip
+    assert error_code(body) == "BAD_USER_INPUT"
+
+
+async def test_a_failed_field_does_not_fail_another_field_sharing_its_loads(client: Any, scenario: Any) -> None:
+    await scenario.given_deployment(replicas=1)
+    await scenario.ready_on_first_revision()
+    query = """query($a: ID!) { deployment(id: $a) { currentRevision { id } history(first: 0) { edges { cursor } } }
+                 x: deployment(id: $a) { currentRevision { id } } }"""
+
+    # The failed `history` cancels its sibling `currentRevision`, which shares its load with `x.currentRevision`.
+    response = await client.post("/graphql", json={"query": query, "variables": {"a": scenario.id}})
+
+    assert response.status_code == 200
+    assert response.json()["data"] == {"deployment": None, "x": {"currentRevision": {"id": scenario.revisions[0]}}}
+    assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["BAD_USER_INPUT"]
+
+
+@pytest.mark.parametrize("bad", ["revisions(first: -1)", 'history(after: "bad")', 'revisions(after: "bad")'])
+async def test_an_invalid_argument_fails_its_own_field_only(client: Any, db: Any, bad: str) -> None:
+    a, b = await make(db, str(uuid.uuid4()), "a", "b")
+    alone = await data(client, "query($b: ID!) { b: deployment(id: $b) { name revisions { edges { cursor } } } }",
+                       {"b": b})  # fmt: skip
+
+    body = await gql(
+        client,
+        f"""query($a: ID!, $b: ID!) {{ a: deployment(id: $a) {{ {bad} {{ edges {{ cursor }} }} }}
+              b: deployment(id: $b) {{ name revisions {{ edges {{ cursor }} }} }} }}""",
+        {"a": a, "b": b},
+    )
+
+    assert body["data"] == {"a": None, **alone}
+    assert [(e["extensions"]["code"], e["path"][0]) for e in body["errors"]] == [("BAD_USER_INPUT", "a")]

@@ -1,9 +1,17 @@
 """The process runtime and HTTP health checks: real replica processes, real probes."""
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from scheduler.runner import run_once
 from scheduler.runtime import ProcessRuntime, replica_alive
@@ -105,3 +113,45 @@ async def test_a_restarted_runtime_adopts_running_replicas_instead_of_starting_t
     assert {r.id: r.runtime_ref for r in after} == before
     assert [r.status for r in after] == [RouteStatus.HEALTHY, RouteStatus.HEALTHY]
     assert restarted.children == {}
+
+
+def start_scheduler(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "switchover", "scheduler"], env=env, stdout=out, stderr=out)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_scheduler_process_told_to_stop_stops_the_replicas_it_started(
+    scenario: Scenario, database_url: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SWITCHOVER_RUNTIME": "process",
+        "SWITCHOVER_POLL_INTERVAL": "0.1",
+        "SWITCHOVER_HEALTH_INTERVAL": "0.2",
+        "SWITCHOVER_STOP_GRACE": "2",
+    }
+    scheduler = start_scheduler(env, tmp_path / "scheduler.log")
+    replicas: list[tuple[int, str]] = []
+    try:
+        await scenario.given_deployment(replicas=2)
+        await scenario.deploy()
+        deadline = time.monotonic() + 30
+        while await scenario.state() != "READY":
+            assert time.monotonic() < deadline, await scenario.history()
+            await asyncio.sleep(0.1)
+        replicas = [(pid_of(r), r.id) for r in await scenario.routes()]
+        assert all(replica_alive(pid, route_id) for pid, route_id in replicas)
+
+        scheduler.send_signal(signum)
+
+        assert await asyncio.to_thread(scheduler.wait, 15) == 0
+        assert [pid for pid, route_id in replicas if replica_alive(pid, route_id)] == []
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()
+        for pid, route_id in replicas:  # never leave a replica behind, whatever failed
+            if replica_alive(pid, route_id):
+                psutil.Process(pid).kill()

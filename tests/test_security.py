@@ -1,5 +1,6 @@
 """Authentication, authorization by project and role, and request limits."""
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -110,7 +111,7 @@ async def test_a_viewer_reads_its_projects_only_and_changes_nothing(
     assert (await post(secure, READ, viewer, d=two_projects[MINE]["deployment"]))["data"]["deployment"][
         "name"
     ] == "model"
-    assert code(await post(secure, READ, viewer, d=two_projects[THEIRS]["deployment"])) == "FORBIDDEN"
+    assert await post(secure, READ, viewer, d=two_projects[THEIRS]["deployment"]) == {"data": {"deployment": None}}
     assert code(await post(secure, ADD, viewer, d=two_projects[MINE]["deployment"])) == "FORBIDDEN"
     listed = await post(secure, "{ deployments { edges { node { projectId } } } }", viewer)
     assert [e["node"]["projectId"] for e in listed["data"]["deployments"]["edges"]] == [MINE]
@@ -137,7 +138,8 @@ async def test_an_operator_changes_its_projects_only_and_history_names_it(
     )
 
     assert added["data"]["addRevision"]["revision"]["number"] == 2
-    assert code(refused) == "FORBIDDEN"
+    assert code(refused) == "NOT_FOUND"
+    assert refused["errors"][0]["message"] == f"deployment {two_projects[THEIRS]['deployment']} does not exist"
     assert code(create) == "FORBIDDEN"
     page = (await reads.history_pages(db, [two_projects[MINE]["deployment"]], first=1))[
         two_projects[MINE]["deployment"]
@@ -165,10 +167,12 @@ async def test_every_path_to_another_projects_records_is_checked(
         ],
     )
 
-    assert code(revision) == "FORBIDDEN"
-    assert entities["data"]["_entities"][:3] == [None, None, None]
-    assert entities["data"]["_entities"][3] == {"name": "model"}
-    assert [e["extensions"]["code"] for e in entities["errors"]] == ["FORBIDDEN"] * 3
+    # Records of another project answer as records that do not exist; only the project the caller named is refused.
+    assert revision == {"data": {"revision": None}}
+    assert entities["data"]["_entities"] == [None, None, None, {"name": "model"}]
+    assert [(e["extensions"]["code"], e["path"]) for e in entities["errors"]] == [
+        ("FORBIDDEN", ["_entities", 2, "deployments"])
+    ]
 
 
 async def test_an_admin_reads_and_changes_everything(secure: httpx.AsyncClient, two_projects: dict[str, Any]) -> None:
@@ -183,21 +187,22 @@ async def test_a_query_too_deep_is_refused(secure: httpx.AsyncClient, two_projec
         "query($d: ID!) { deployment(id: $d) { revisions { edges { node { deployment { revisions { edges { node "
         "{ deployment { name } } } } } } } } } }"
     )
-    body = await post(secure, deep, bearer(), d=two_projects[MINE]["deployment"])
+    body = await post(secure, deep, bearer(roles=["admin"]), d=two_projects[MINE]["deployment"])
     assert code(body) == "GRAPHQL_VALIDATION_FAILED"
     assert "levels deep" in body["errors"][0]["message"]
 
 
 async def test_a_query_too_costly_is_refused(secure: httpx.AsyncClient) -> None:
     costly = "{ deployments(first: 100) { edges { node { revisions(first: 100) { edges { node { id } } } } } } }"
-    body = await post(secure, costly, bearer())
+    body = await post(secure, costly, bearer(roles=["admin"]))
     assert code(body) == "GRAPHQL_VALIDATION_FAILED"
     assert "maximum cost" in body["errors"][0]["message"]
 
 
 async def test_too_many_entity_representations_are_refused(secure: httpx.AsyncClient) -> None:
     reps = [{"__typename": "Deployment", "id": str(uuid.uuid4())} for _ in range(101)]
-    body = await post(secure, "query($r: [_Any!]!) { _entities(representations: $r) { __typename } }", bearer(), r=reps)
+    entities = "query($r: [_Any!]!) { _entities(representations: $r) { __typename } }"
+    body = await post(secure, entities, bearer(roles=["admin"]), r=reps)
     assert code(body) == "BAD_USER_INPUT"
 
 
@@ -226,3 +231,66 @@ async def test_metrics_count_requests(client: httpx.AsyncClient) -> None:
     await client.post("/graphql", json={"query": "{ __typename }"})
     text = (await client.get("/metrics")).text
     assert 'switchover_graphql_requests_total{status="200"}' in text
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        READ,
+        "query($d: ID!) { revision(id: $d) { image } }",
+        "query($d: ID!) { _entities(representations: [{__typename: \"Deployment\", id: $d}]) { ... on Deployment "
+        "{ name } } }",
+        "query($d: ID!) { _entities(representations: [{__typename: \"Revision\", id: $d}]) { ... on Revision "
+        "{ image } } }",
+        ADD,
+        "mutation($d: ID!) { promoteDeployment(input: {deploymentId: $d}) { dryRun } }",
+        "mutation($d: ID!) { rollbackDeployment(input: {deploymentId: $d}) { deployment { id } } }",
+        "mutation($d: ID!) { scaleDeployment(input: {deploymentId: $d, replicas: 2}) { deployment { id } } }",
+        "mutation($d: ID!) { destroyDeployment(input: {deploymentId: $d}) { deployment { id } } }",
+    ],
+    ids=["deployment", "revision", "entity-deployment", "entity-revision", "add", "promote", "rollback", "scale",
+         "destroy"],
+)  # fmt: skip
+async def test_a_record_of_another_project_answers_exactly_as_one_that_does_not_exist(
+    secure: httpx.AsyncClient, db: Any, two_projects: dict[str, Any], query: str
+) -> None:
+    operator = bearer(**OPERATOR)
+    theirs = two_projects[THEIRS]["revision" if "revision" in query.lower().split("{")[1] else "deployment"]
+    missing = str(uuid.uuid4())
+    before = await snapshot(db)
+
+    answered = await post(secure, query, operator, d=theirs)
+    nothing = await post(secure, query, operator, d=missing)
+
+    assert json.dumps(answered).replace(theirs, "ID") == json.dumps(nothing).replace(missing, "ID")
+    assert THEIRS not in json.dumps(answered)
+    assert await snapshot(db) == before
+
+
+async def test_another_projects_revision_is_deployed_as_a_missing_one(
+    secure: httpx.AsyncClient, db: Any, two_projects: dict[str, Any]
+) -> None:
+    deploy = "mutation($d: ID!, $r: ID!) { deployRevision(input: {deploymentId: $d, revisionId: $r}) { __typename } }"
+    operator, theirs, missing = bearer(**OPERATOR), two_projects[THEIRS]["revision"], str(uuid.uuid4())
+    before = await snapshot(db)
+
+    answered = await post(secure, deploy, operator, d=two_projects[MINE]["deployment"], r=theirs)
+    nothing = await post(secure, deploy, operator, d=two_projects[MINE]["deployment"], r=missing)
+
+    assert code(answered) == "NOT_FOUND"
+    assert json.dumps(answered).replace(theirs, "ID") == json.dumps(nothing).replace(missing, "ID")
+    assert await snapshot(db) == before
+
+
+async def test_a_token_without_a_role_reads_nothing_of_the_projects_it_lists(
+    secure: httpx.AsyncClient, two_projects: dict[str, Any]
+) -> None:
+    roleless = raw({"sub": "nora", "roles": [], "projects": [MINE], "exp": int(time.time()) + 60})
+    helper = bearer(sub="nora", projects=[MINE])["authorization"].removeprefix("Bearer ")
+    assert jwt.decode(helper, SECRET, algorithms=["HS256"])["roles"] == []  # the test helper makes no silent admin
+
+    listed = await post(secure, "{ deployments { edges { node { name } } } }", roleless)
+    read = await post(secure, READ, roleless, d=two_projects[MINE]["deployment"])
+
+    assert listed == {"data": {"deployments": {"edges": []}}}
+    assert read == {"data": {"deployment": None}}
