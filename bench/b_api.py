@@ -4,11 +4,8 @@ optimisation candidates: all against one database, with a real `switchover serve
 import asyncio
 import base64
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -18,7 +15,7 @@ from databases import Database
 
 from bench import common, fleet, floor_sql, profiles
 from bench.http import Connection
-from store import lifecycle
+from store import rollouts
 from store.database import open_database
 
 PROMOTE = """mutation($id: ID!) { promoteDeployment(input: {deploymentId: $id}) {
@@ -55,7 +52,7 @@ async def count_statements(db: Database, work: Any) -> int:
 async def bench_promote(
     db: Database, url: str, server: common.Process, ids: list[str], *, count: int, warmup: int
 ) -> dict[str, Any]:
-    """Interleaved: promoteDeployment over HTTP, store.lifecycle.promote in-process, the asyncpg floor."""
+    """Interleaved: promoteDeployment over HTTP, store.rollouts.promote in-process, the asyncpg floor."""
     http = Connection("127.0.0.1", server.port or 0)
     pg = await asyncpg.connect(url)
     ids = list(ids)
@@ -68,7 +65,7 @@ async def bench_promote(
             assert status == 200 and "errors" not in body, body
             assert body["data"]["promoteDeployment"]["deployment"]["lifecycle"] == "READY", body
         elif variant == "store":
-            await lifecycle.promote(db, deployment_id, actor="bench")
+            await rollouts.promote(db, deployment_id, actor="bench")
         else:
             await floor_sql.promote(pg, uuid.UUID(deployment_id))
 
@@ -80,7 +77,7 @@ async def bench_promote(
                 await promote(variant, deployment_id)
                 if i >= warmup:
                     times[variant].append(time.perf_counter() - started)
-        statements = await count_statements(db, lambda: lifecycle.promote(db, ids.pop(), actor="bench"))
+        statements = await count_statements(db, lambda: rollouts.promote(db, ids.pop(), actor="bench"))
     finally:
         await http.close()
         await pg.close()
@@ -192,9 +189,6 @@ async def check_mix(url: str, server: common.Process) -> None:
 
 
 def run_loadgen(port: int, requests: list[dict[str, Any]], *, concurrency: int, warmup: float, duration: float) -> Any:
-    common.WORK.mkdir(parents=True, exist_ok=True)
-    config_path = common.WORK / f"loadgen-{port}.json"
-    result_path = common.WORK / f"loadgen-{port}-result.json"
     config = {
         "host": "127.0.0.1",
         "port": port,
@@ -203,14 +197,7 @@ def run_loadgen(port: int, requests: list[dict[str, Any]], *, concurrency: int, 
         "duration": duration,
         "requests": requests,
     }
-    config_path.write_text(json.dumps(config))
-    subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", str(config_path), str(result_path)],
-        cwd=common.ROOT,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(common.ROOT)},
-    )
-    return json.loads(result_path.read_text())
+    return common.run_module("bench.loadgen", f"loadgen-{port}", config)
 
 
 async def measured_load(

@@ -2,11 +2,7 @@
 and scheduler on loopback; then no 5xx, no lost or doubled update, and the invariants of tests/invariants.py."""
 
 import asyncio
-import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -22,9 +18,6 @@ EXPECTED_CODES = {"CONFLICT", "INVALID_STATE"}
 
 
 def run_clients(port: int, deployment_ids: list[str], *, clients: int, duration: float) -> Any:
-    common.WORK.mkdir(parents=True, exist_ok=True)
-    config_path = common.WORK / "loadtest-config.json"
-    result_path = common.WORK / "loadtest-result.json"
     config = {
         "host": "127.0.0.1",
         "port": port,
@@ -32,14 +25,7 @@ def run_clients(port: int, deployment_ids: list[str], *, clients: int, duration:
         "duration": duration,
         "deployments": deployment_ids,
     }
-    config_path.write_text(json.dumps(config))
-    subprocess.run(
-        [sys.executable, "-m", "bench.loadtest_client", str(config_path), str(result_path)],
-        cwd=common.ROOT,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(common.ROOT)},
-    )
-    return json.loads(result_path.read_text())
+    return common.run_module("bench.loadtest_client", "loadtest", config)
 
 
 def tally(rows: list[asyncpg.Record], pattern: str) -> Counter[tuple[str, int]]:

@@ -11,7 +11,7 @@ import httpx
 from databases import Database
 
 from bench import common, fleet, profiles
-from store import deployments, lifecycle
+from store import deployments, rollouts
 from store.database import open_database
 
 
@@ -57,7 +57,7 @@ async def wake_latency(db: Database, connection: asyncpg.Connection, ids: list[s
         )  # fmt: skip
         await asyncio.sleep(0.05 + (i * 0.137) % 0.5)
         started = time.perf_counter()
-        await lifecycle.deploy_revision(db, deployment_id, revision.id, actor="bench")
+        await rollouts.deploy_revision(db, deployment_id, revision.id, actor="bench")
         while not await connection.fetchval("SELECT count(*) FROM routes WHERE revision_id = $1", revision.id):
             if time.perf_counter() - started > 5:
                 raise TimeoutError("the scheduler did not start green routes within 5 s")

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -298,3 +299,18 @@ def timer() -> Iterator[dict[str, float]]:
         yield box
     finally:
         box["seconds"] = time.perf_counter() - started
+
+
+def run_module(module: str, name: str, config: dict[str, Any]) -> Any:
+    """Run `python -m <module> CONFIG RESULT` in a process of its own (a load generator must not share the bench's
+    core), and return the JSON it wrote to RESULT."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    config_path, result_path = WORK / f"{name}-config.json", WORK / f"{name}-result.json"
+    config_path.write_text(json.dumps(config))
+    subprocess.run(
+        [sys.executable, "-m", module, str(config_path), str(result_path)],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return json.loads(result_path.read_text())

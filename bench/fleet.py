@@ -9,7 +9,7 @@ import asyncpg
 from databases import Database
 
 from scheduler.runner import run_once
-from store import deployments, lifecycle, reads, records
+from store import deployments, reads, records, rollouts, route_health
 from store.models import BlueGreenSpec, DeploymentStrategyType, RouteStatus, Strategy
 
 ACTOR = "bench"
@@ -26,7 +26,7 @@ async def report_healthy(db: Database, deployment_ids: Sequence[str], *, concurr
 
     async def report(route_id: str) -> None:
         async with semaphore:
-            await lifecycle.report_route_health(db, route_id, RouteStatus.HEALTHY, actor="orchestrator")
+            await route_health.report_route_health(db, route_id, RouteStatus.HEALTHY, actor="orchestrator")
 
     ids = [r.id for rs in routes.values() for r in rs]
     await asyncio.gather(*(report(i) for i in ids))
@@ -74,7 +74,7 @@ async def rollout(
 
     async def deploy(deployment_id: str, revision_id: str) -> None:
         async with semaphore:
-            await lifecycle.deploy_revision(db, deployment_id, revision_id, actor=ACTOR)
+            await rollouts.deploy_revision(db, deployment_id, revision_id, actor=ACTOR)
 
     for number in revisions:
         await asyncio.gather(*(deploy(c[0], c[number]) for c in created))

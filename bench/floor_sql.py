@@ -1,7 +1,7 @@
 """The floors: what the same work costs written by hand against asyncpg, without GraphQL, `databases` or the store.
 
 Reads are single round trips in which PostgreSQL builds the very JSON the GraphQL query answers (the bench checks
-that both are equal); the promotion is the minimal transaction that does what `store.lifecycle.promote` does.
+that both are equal); the promotion is the minimal transaction that does what `store.rollouts.promote` does.
 """
 
 import uuid

@@ -100,7 +100,7 @@ METHOD = """## How each figure is measured
 Every figure is a ratio to a floor measured in the same run, the variants interleaved call by call where they run
 one at a time, and each floor's answer is checked equal to the product's before anything is timed:
 
-1. `promoteDeployment` over HTTP, and `store.lifecycle.promote` in-process, against the same transaction written by
+1. `promoteDeployment` over HTTP, and `store.rollouts.promote` in-process, against the same transaction written by
    hand on one asyncpg connection; every call promotes a deployment of its own.
 2. a `deployments(first: 100)` page (current revision, routes, history) against one hand-written SQL statement that
    builds the same JSON.

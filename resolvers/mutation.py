@@ -8,7 +8,7 @@ from graphql import GraphQLResolveInfo
 from resolvers import inputs
 from resolvers.auth import require_change
 from resolvers.context import context
-from store import deployments, lifecycle
+from store import deployments, rollouts, route_health
 from store.models import Promotion
 from store.validation import parse_id
 
@@ -50,7 +50,7 @@ async def resolve_add_revision(_: None, info: GraphQLResolveInfo, input: dict[st
 async def resolve_deploy_revision(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    deployment = await lifecycle.deploy_revision(ctx.db, input["deployment_id"], input["revision_id"], actor=ctx.actor)
+    deployment = await rollouts.deploy_revision(ctx.db, input["deployment_id"], input["revision_id"], actor=ctx.actor)
     return {"deployment": deployment}
 
 
@@ -58,7 +58,7 @@ async def resolve_deploy_revision(_: None, info: GraphQLResolveInfo, input: dict
 async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> Promotion:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    return await lifecycle.promote(
+    return await rollouts.promote(
         ctx.db,
         input["deployment_id"],
         actor=ctx.actor,
@@ -71,7 +71,7 @@ async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: d
 async def resolve_revert_promotion(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    deployment = await lifecycle.revert_promotion(
+    deployment = await rollouts.revert_promotion(
         ctx.db, input["deployment_id"], actor=ctx.actor, reason=input.get("reason")
     )
     return {"deployment": deployment}
@@ -81,7 +81,7 @@ async def resolve_revert_promotion(_: None, info: GraphQLResolveInfo, input: dic
 async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    deployment = await lifecycle.begin_rollback(
+    deployment = await rollouts.begin_rollback(
         ctx.db, input["deployment_id"], actor=ctx.actor, reason=input.get("reason")
     )
     return {"deployment": deployment}
@@ -91,7 +91,7 @@ async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: 
 async def resolve_scale_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    deployment = await lifecycle.scale(ctx.db, input["deployment_id"], input["replicas"], actor=ctx.actor)
+    deployment = await deployments.scale(ctx.db, input["deployment_id"], input["replicas"], actor=ctx.actor)
     return {"deployment": deployment}
 
 
@@ -101,7 +101,7 @@ async def resolve_update_deployment_strategy(
 ) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    deployment = await lifecycle.change_strategy(
+    deployment = await deployments.change_strategy(
         ctx.db, input["deployment_id"], inputs.strategy(input["strategy"]), actor=ctx.actor
     )
     return {"deployment": deployment}
@@ -111,14 +111,14 @@ async def resolve_update_deployment_strategy(
 async def resolve_destroy_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    return {"deployment": await lifecycle.destroy(ctx.db, input["deployment_id"], actor=ctx.actor)}
+    return {"deployment": await deployments.destroy(ctx.db, input["deployment_id"], actor=ctx.actor)}
 
 
 @mutation.field("reportRouteHealth")
 async def resolve_report_route_health(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change_route(input["route_id"])
-    route = await lifecycle.report_route_health(
+    route = await route_health.report_route_health(
         ctx.db, input["route_id"], input["status"], endpoint_url=input.get("endpoint_url"), actor=ctx.actor
     )
     return {"route": route}

@@ -23,7 +23,7 @@ class Actions:
     create_revision_id: str | None = None
     terminate: tuple[str, ...] = ()  # route ids to stop
     traffic: tuple[str, ...] = ()  # route ids that share the traffic equally afterwards
-    promote: bool = False  # the blue-green switch (store.lifecycle.switch_traffic, as promoteDeployment makes it)
+    promote: bool = False  # the blue-green switch (store.rollouts.switch_traffic, as promoteDeployment makes it)
 
     def __bool__(self) -> bool:
         return bool(self.create_routes or self.terminate or self.traffic or self.promote)

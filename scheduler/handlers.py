@@ -50,6 +50,16 @@ def of_revision(routes: Sequence[Route], revision_id: str | None) -> list[Route]
     return [r for r in not_stopping(routes) if r.revision_id == revision_id]
 
 
+def expired_or_failed(
+    deployment: Deployment, green: Sequence[Route], now: datetime, deadline: datetime | None, *, expired: Decision
+) -> Decision | None:
+    """What comes before waiting for green routes: `expired` past the phase's deadline, else replacing failed ones
+    (a retry, rechecked by the deadline)."""
+    if deadline is not None and now >= deadline:
+        return expired
+    return replace_failed(deployment, green, deadline)
+
+
 def replace_failed(deployment: Deployment, green: Sequence[Route], recheck_at: datetime | None) -> Decision | None:
     failed = [r for r in green if r.status in FAILED]
     if not failed:
@@ -74,13 +84,12 @@ def provision_blue_green(deployment: Deployment, routes: Sequence[Route], now: d
     deadline = provisioning_deadline(deployment)
     green = of_revision(routes, deployment.deploying_revision_id)
     healthy = [r for r in green if r.status is RouteStatus.HEALTHY]
-    if now >= deadline:
-        return Decision(
-            Outcome.EXPIRED,
-            f"{len(healthy)} of {deployment.replicas} green routes healthy after the {timeout} s provisioning timeout",
-            error_code="PROVISIONING_TIMEOUT",
-        )
-    failure = replace_failed(deployment, green, deadline)
+    expired = Decision(
+        Outcome.EXPIRED,
+        f"{len(healthy)} of {deployment.replicas} green routes healthy after the {timeout} s provisioning timeout",
+        error_code="PROVISIONING_TIMEOUT",
+    )
+    failure = expired_or_failed(deployment, green, now, deadline, expired=expired)
     if failure:
         return failure
     due, next_drain = scale_downs(routes, now)
@@ -103,13 +112,12 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
     green = of_revision(routes, deployment.deploying_revision_id)
     all_healthy = sum(r.status is RouteStatus.HEALTHY for r in green) >= deployment.replicas
     timeout_at = promotion_deadline(deployment)
-    if timeout_at is not None and now >= timeout_at:
-        return Decision(
-            Outcome.EXPIRED,
-            f"not promoted within the {spec.promotion_timeout_seconds} s promotion timeout",
-            error_code="PROMOTION_TIMEOUT",
-        )
-    failure = replace_failed(deployment, green, timeout_at)
+    expired = Decision(
+        Outcome.EXPIRED,
+        f"not promoted within the {spec.promotion_timeout_seconds} s promotion timeout",
+        error_code="PROMOTION_TIMEOUT",
+    )
+    failure = expired_or_failed(deployment, green, now, timeout_at, expired=expired)
     if failure:
         return failure
     due, next_drain = scale_downs(routes, now)

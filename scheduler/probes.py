@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 from databases import Database
 
-from store import lifecycle, runtime
+from store import replicas, route_health
 from store.errors import InvalidState, NotFound
 from store.models import RouteStatus
 
@@ -38,7 +38,7 @@ class HealthChecker:
     client: httpx.AsyncClient | None = None
 
     async def run_once(self) -> None:
-        routes = await runtime.routes_to_probe(self.db)
+        routes = await replicas.routes_to_probe(self.db)
         self.counts = {w.route.id: self.counts.get(w.route.id, Counts()) for w in routes}
         if not routes:
             return
@@ -53,7 +53,7 @@ class HealthChecker:
             await self.client.aclose()
             self.client = None
 
-    async def _probe(self, client: httpx.AsyncClient, watched: runtime.WatchedRoute) -> bool | None:
+    async def _probe(self, client: httpx.AsyncClient, watched: replicas.WatchedRoute) -> bool | None:
         """True: healthy answer; False: a failing answer; None: no answer at all."""
         url = watched.route.endpoint_url.rstrip("/") + watched.health_check_path  # type: ignore[union-attr]
         try:
@@ -75,5 +75,5 @@ class HealthChecker:
 
     async def _report(self, route_id: str, status: RouteStatus) -> None:
         with contextlib.suppress(InvalidState, NotFound):  # stopped meanwhile: nothing to report
-            await lifecycle.report_route_health(self.db, route_id, status, actor=ACTOR)
+            await route_health.report_route_health(self.db, route_id, status, actor=ACTOR)
             log.info("route %s is %s", route_id, status)

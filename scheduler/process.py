@@ -5,7 +5,7 @@ Stopping takes a few seconds at most, whatever the database does: the passes in 
 to finish (a step's transaction commits or rolls back); past that, their connections are closed under them (the
 server rolls their transactions back) and they are cancelled. With the process runtime, a scheduler told to stop
 stops the replicas it started; one that dies without being told (SIGKILL, a crash) leaves them running, and the next
-scheduler adopts them (`scheduler/runtime.py`).
+scheduler adopts them (`scheduler/process_runtime.py`).
 """
 
 import asyncio
@@ -18,8 +18,8 @@ import asyncpg
 from databases import Database
 
 from scheduler.probes import HealthChecker
+from scheduler.process_runtime import ProcessRuntime
 from scheduler.runner import run_once
-from scheduler.runtime import ProcessRuntime
 from store import notifications
 from switchover.settings import Settings
 

@@ -10,8 +10,8 @@ from typing import Any
 from databases import Database
 
 from scheduler.decisions import Decision, Outcome
-from scheduler.lifecycle import IDLE, Transition, transition_for
-from store import history, lifecycle, scheduling
+from scheduler.table import IDLE, Transition, transition_for
+from store import history, rollouts, scheduling, transitions
 from store.errors import StoreError
 from store.models import Deployment
 
@@ -105,14 +105,14 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
         next_check: dict[str, Any] = {}
         if outcome is Outcome.SUCCESS and actions.promote:
             # The promotion's route changes, under the locks of the claim (no route changed since it was taken).
-            switch = await lifecycle.switch_traffic(db, deployment, claim.routes)
+            switch = await rollouts.switch_traffic(db, deployment, claim.routes)
             message = switch.message
             next_check = {"next_check_now": False, "next_check_at": switch.scale_down_at}
         if to_state is None:
             await history.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
             await scheduling.wait(db, deployment, until=decision.recheck_at)
         else:
-            await lifecycle.move(
+            await transitions.move(
                 db,
                 deployment,
                 to_state,

@@ -1,4 +1,5 @@
-"""Creating deployments and adding revisions."""
+"""A deployment's own operations: create it, add revisions, scale it, change its strategy, destroy it. Each is one
+transaction: lock the deployment row, re-check its state, apply guarded updates, write history, notify the scheduler."""
 
 from typing import Any
 
@@ -6,9 +7,10 @@ import asyncpg
 from databases import Database
 
 from store import history, records, validation
-from store.errors import Conflict, InvalidState, does_not_exist
+from store.errors import Conflict, InvalidState
 from store.models import Deployment, DeploymentLifecycle, Revision, Strategy
 from store.queries import QUERIES
+from store.transitions import lock_at_rest, lock_deployment, move, notify
 
 
 async def create_deployment(
@@ -58,10 +60,7 @@ async def add_revision(
     validation.check_env(env)
     validation.check_health_check_path(health_check_path)
     async with db.transaction():
-        row = await db.fetch_one(QUERIES["lock_deployment"], {"id": deployment_id})
-        if row is None:
-            raise does_not_exist("deployment", deployment_id)
-        deployment = records.deployment(row)
+        deployment = await lock_deployment(db, deployment_id)
         if deployment.lifecycle in (DeploymentLifecycle.DESTROYING, DeploymentLifecycle.DESTROYED):
             raise InvalidState(f"deployment {deployment.name} is {deployment.lifecycle.value}: it takes no revisions")
         number = await db.fetch_val(QUERIES["take_revision_number"], {"id": deployment_id})
@@ -78,10 +77,58 @@ async def add_revision(
         assert revision_row is not None
         added = records.revision(revision_row)
         await history.note(
-            db,
-            deployment,
-            phase="add_revision",
-            message=f"added revision {number} ({image})",
-            actor=actor,
+            db, deployment, phase="add_revision", message=f"added revision {number} ({image})", actor=actor
         )
     return added
+
+
+async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) -> Deployment:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    validation.check_replicas(replicas)
+    async with db.transaction():
+        deployment = await lock_at_rest(db, deployment_id, to="scale it")
+        validation.check_strategy(deployment.strategy, replicas)
+        row = await db.fetch_one(QUERIES["set_replicas"], {"id": deployment.id, "replicas": replicas})
+        assert row is not None
+        updated = records.deployment(row)
+        await history.note(
+            db,
+            deployment,
+            phase="scale",
+            message=f"scaled from {deployment.replicas} to {replicas} replicas",
+            actor=actor,
+        )
+        await notify(db, deployment.id)
+    return updated
+
+
+async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, *, actor: str) -> Deployment:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    async with db.transaction():
+        deployment = await lock_at_rest(db, deployment_id, to="change its strategy")
+        validation.check_strategy(strategy, deployment.replicas)
+        row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
+        assert row is not None
+        await history.note(
+            db,
+            deployment,
+            phase="strategy",
+            message=f"strategy changed from {deployment.strategy.type} to {strategy.type}",
+            actor=actor,
+        )
+    return records.deployment(row)
+
+
+async def destroy(db: Database, deployment_id: str, *, actor: str) -> Deployment:
+    deployment_id = validation.parse_id(deployment_id, "deploymentId")
+    async with db.transaction():
+        deployment = await lock_at_rest(db, deployment_id, to="destroy it")
+        updated = await move(
+            db,
+            deployment,
+            (DeploymentLifecycle.DESTROYING, None),
+            phase="destroy",
+            message=f"destroying deployment {deployment.name}",
+            actor=actor,
+        )
+    return updated

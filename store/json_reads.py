@@ -15,6 +15,7 @@ from typing import Any
 from databases import Database
 
 from store.database import on_connection
+from store.pagination import cursor_sql
 
 # --- What a query asks for -----------------------------------------------------------------------------------
 
@@ -245,7 +246,7 @@ class _Statement:
         if page.after is not None:
             conditions.append(f"{position} {'<' if ordering.descending else '>'} {self.param(page.after, 'bigint')}")
         limit = self.param(page.limit, "int")
-        cursor = f"translate(encode(convert_to('{ordering.cursor}:' || {position}, 'UTF8'), 'base64'), '+/', '-_')"
+        cursor = cursor_sql(ordering.cursor, position)
         in_page = f"FILTER (WHERE {r}.rank <= {limit})"
         pairs = []
         for key, part in page.shape:

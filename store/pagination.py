@@ -24,6 +24,13 @@ def encode_cursor(kind: str, position: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
 
 
+def cursor_sql(kind: str, position: str) -> str:
+    """`encode_cursor` as a SQL expression of the column `position`, for statements that build the response in
+    PostgreSQL (store/json_reads.py): the same text, from the same place."""
+    assert kind.isidentifier(), kind  # written into the statement
+    return f"translate(encode(convert_to('{kind}:' || {position}, 'UTF8'), 'base64'), '+/', '-_')"
+
+
 def decode_cursor(kind: str, cursor: str | None, default: int) -> int:
     """The position a cursor names; `default` (the start of the ordering) when there is none. Only what
     `encode_cursor` writes is taken: digits without sign, spaces or leading zeros, within PostgreSQL's bigint."""

@@ -39,6 +39,17 @@ def _page(items: list[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
     return Page([(cursor_of(item), item) for item in items[:limit]], has_next_page=len(items) > limit)
 
 
+def _pages(
+    items: list[T], owners: list[str], owner_of: Callable[[T], str], limit: int, cursor_of: Callable[[T], str]
+) -> dict[str, Page[T]]:
+    """One page per owner (a project, a deployment) from rows of all of them; an owner without rows gets an empty
+    page. Each owner's rows hold up to `limit + 1` items: the extra one says a next page exists."""
+    grouped: dict[str, list[T]] = defaultdict(list)
+    for item in items:
+        grouped[owner_of(item)].append(item)
+    return {owner: _page(grouped[owner], limit, cursor_of) for owner in owners}
+
+
 def _lifecycle_values(lifecycles: Sequence[DeploymentLifecycle] | None) -> list[str] | None:
     return None if lifecycles is None else [str(lc) for lc in lifecycles]
 
@@ -60,6 +71,14 @@ async def routes_by_ids(db: Database, ids: Sequence[str]) -> dict[str, Route]:
 
 def _deployment_cursor(d: Deployment) -> str:
     return encode_cursor("deployment", d.seq)
+
+
+def _revision_cursor(r: Revision) -> str:
+    return encode_cursor("revision", r.number)
+
+
+def _history_cursor(h: HistoryEntry) -> str:
+    return encode_cursor("history", h.seq)
 
 
 async def list_deployments(
@@ -106,10 +125,8 @@ async def deployment_pages_of_projects(
             "limit": limit + 1,
         },
     )
-    grouped: dict[str, list[Deployment]] = defaultdict(list)
-    for d in map(records.deployment, rows):
-        grouped[d.project_id].append(d)
-    return {pid: _page(grouped[pid], limit, _deployment_cursor) for pid in _valid(project_ids)}
+    found = [records.deployment(r) for r in rows]
+    return _pages(found, _valid(project_ids), lambda d: d.project_id, limit, _deployment_cursor)
 
 
 async def revision_pages(
@@ -125,12 +142,8 @@ async def revision_pages(
             "limit": limit + 1,
         },
     )
-    grouped: dict[str, list[Revision]] = defaultdict(list)
-    for r in map(records.revision, rows):
-        grouped[r.deployment_id].append(r)
-    return {
-        did: _page(grouped[did], limit, lambda r: encode_cursor("revision", r.number)) for did in _valid(deployment_ids)
-    }
+    found = [records.revision(r) for r in rows]
+    return _pages(found, _valid(deployment_ids), lambda r: r.deployment_id, limit, _revision_cursor)
 
 
 async def routes_of_deployments(
@@ -168,12 +181,8 @@ async def history_pages(
             "limit": limit + 1,
         },
     )
-    grouped: dict[str, list[HistoryEntry]] = defaultdict(list)
-    for h in map(records.history_entry, rows):
-        grouped[h.deployment_id].append(h)
-    return {
-        did: _page(grouped[did], limit, lambda h: encode_cursor("history", h.seq)) for did in _valid(deployment_ids)
-    }
+    found = [records.history_entry(r) for r in rows]
+    return _pages(found, _valid(deployment_ids), lambda h: h.deployment_id, limit, _history_cursor)
 
 
 async def database_now(db: Database) -> datetime:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from store import notifications, runtime
+from store import notifications, replicas
 
 log = logging.getLogger("switchover.proxy")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
@@ -28,14 +28,14 @@ RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, htt
 class TrafficTable:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.routes: dict[str, list[runtime.Destination]] = {}
+        self.routes: dict[str, list[replicas.Destination]] = {}
         self.lock = asyncio.Lock()
 
     async def reload(self) -> None:
         async with self.lock:
-            self.routes = await runtime.traffic_table(self.db)
+            self.routes = await replicas.traffic_table(self.db)
 
-    def pick(self, name: str) -> runtime.Destination | None:
+    def pick(self, name: str) -> replicas.Destination | None:
         destinations = self.routes.get(name)
         if not destinations:
             return None

@@ -2,7 +2,7 @@
 
 from databases import Database
 
-from scheduler.lifecycle import IDLE, TRANSITIONS
+from scheduler.table import IDLE, TRANSITIONS
 
 VIOLATIONS = {
     "green routes take traffic before promotion": """

@@ -5,8 +5,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from scheduler.probes import HealthChecker
+from scheduler.process_runtime import ProcessRuntime
 from scheduler.runner import run_once
-from scheduler.runtime import ProcessRuntime
 from tests.scenario import Scenario
 
 

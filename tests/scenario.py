@@ -9,7 +9,7 @@ from typing import Any
 from databases import Database
 
 from scheduler.runner import run_once
-from store import deployments, lifecycle, reads
+from store import deployments, reads, rollouts, route_health
 from store.models import (
     BlueGreenSpec,
     Deployment,
@@ -78,7 +78,7 @@ class Scenario:
 
     async def deploy(self, revision_id: str | None = None) -> Deployment:
         revision_id = revision_id or await self.add_revision()
-        return await lifecycle.deploy_revision(self.db, self.id, revision_id, actor="alice")
+        return await rollouts.deploy_revision(self.db, self.id, revision_id, actor="alice")
 
     async def tick(self) -> int:
         return await run_once(self.db)
@@ -100,14 +100,14 @@ class Scenario:
             and (among is None or r.status is among)
         ]
         for route in targets[:count]:
-            await lifecycle.report_route_health(self.db, route.id, status, actor="orchestrator")
+            await route_health.report_route_health(self.db, route.id, status, actor="orchestrator")
         return len(targets[:count])
 
     async def finish_stopping(self) -> None:
         """The orchestrator reports every TERMINATING route as stopped."""
         for route in await self.routes():
             if route.status is RouteStatus.TERMINATING:
-                await lifecycle.report_route_health(self.db, route.id, RouteStatus.TERMINATED, actor="orchestrator")
+                await route_health.report_route_health(self.db, route.id, RouteStatus.TERMINATED, actor="orchestrator")
 
     async def healthy(self, *, revision: int | None = None, count: int | None = None) -> None:
         await self.report(RouteStatus.HEALTHY, revision=revision, count=count)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from scheduler import deadlines
-from store import lifecycle
+from store import deployments, rollouts, route_health
 from store.errors import Conflict, InvalidState, NotFound
 from store.models import RouteStatus, RouteTrafficStatus
 from tests.scenario import Scenario, blue_green
@@ -31,7 +31,7 @@ async def test_a_rollout_provisions_green_without_traffic_then_a_manual_promote_
     assert await scenario.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION"
     assert await scenario.active_revisions() == [1, 1, 1]
 
-    promotion = await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    promotion = await rollouts.promote(scenario.db, scenario.id, actor="alice")
 
     assert await scenario.state() == "READY"
     assert (await scenario.deployment()).current_revision_id == scenario.revisions[1]
@@ -60,7 +60,7 @@ async def test_the_promotion_is_recorded_with_its_actor_and_what_it_switched(sce
     await scenario.given_deployment(replicas=2)
     await scenario.awaiting_promotion_of_revision_2()
 
-    await lifecycle.promote(db, scenario.id, actor="alice@example.com")
+    await rollouts.promote(db, scenario.id, actor="alice@example.com")
 
     row = await db.fetch_one(
         "SELECT actor, message FROM deployment_history WHERE deployment_id = :id AND phase = 'promote' "
@@ -213,7 +213,7 @@ async def test_retries_merge_into_one_history_row_with_the_attempt_count(scenari
 async def test_blue_routes_drain_only_after_the_scale_down_delay(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=2, strategy=blue_green(scale_down_delay_seconds=30))
     await scenario.awaiting_promotion_of_revision_2()
-    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
 
     await scenario.tick()
     blue = await scenario.routes(revision=1)
@@ -235,7 +235,7 @@ async def test_a_manual_rollback_records_its_reason_and_restores_the_old_revisio
     await scenario.given_deployment(replicas=2)
     await scenario.awaiting_promotion_of_revision_2()
 
-    await lifecycle.begin_rollback(db, scenario.id, actor="bob", reason="latency regression")
+    await rollouts.begin_rollback(db, scenario.id, actor="bob", reason="latency regression")
     await scenario.tick()
 
     assert await scenario.state() == "READY"
@@ -254,7 +254,7 @@ async def test_a_dry_run_reports_the_switch_and_changes_nothing(scenario: Scenar
     await scenario.awaiting_promotion_of_revision_2()
     before = await snapshot(db)
 
-    promotion = await lifecycle.promote(db, scenario.id, actor="alice", dry_run=True)
+    promotion = await rollouts.promote(db, scenario.id, actor="alice", dry_run=True)
 
     assert promotion.dry_run is True
     assert {r.revision_id for r in promotion.promoted_routes} == {scenario.revisions[1]}
@@ -272,10 +272,10 @@ async def test_a_stale_expected_revision_is_a_conflict_and_changes_nothing(scena
     before = await snapshot(db)
 
     with pytest.raises(Conflict):
-        await lifecycle.promote(db, scenario.id, actor="alice", expected_revision_id=scenario.revisions[0])
+        await rollouts.promote(db, scenario.id, actor="alice", expected_revision_id=scenario.revisions[0])
 
     assert await snapshot(db) == before
-    await lifecycle.promote(db, scenario.id, actor="alice", expected_revision_id=scenario.revisions[1])
+    await rollouts.promote(db, scenario.id, actor="alice", expected_revision_id=scenario.revisions[1])
     assert await scenario.state() == "READY"
 
 
@@ -285,7 +285,7 @@ async def test_promotion_is_refused_with_too_few_healthy_green_routes(scenario: 
     before = await snapshot(db)
 
     with pytest.raises(InvalidState, match="1 of 2 green routes"):
-        await lifecycle.promote(db, scenario.id, actor="alice")
+        await rollouts.promote(db, scenario.id, actor="alice")
 
     assert await snapshot(db) == before
 
@@ -307,12 +307,12 @@ async def to_provisioning_with_no_healthy_green(s: Scenario) -> None:
 
 async def to_rolling_back(s: Scenario) -> None:
     await to_provisioning_with_no_healthy_green(s)
-    await lifecycle.begin_rollback(s.db, s.id, actor="bob")
+    await rollouts.begin_rollback(s.db, s.id, actor="bob")
 
 
 async def to_destroyed(s: Scenario) -> None:
     await to_ready(s)
-    await lifecycle.destroy(s.db, s.id, actor="bob")
+    await deployments.destroy(s.db, s.id, actor="bob")
     await s.tick()
 
 
@@ -326,7 +326,7 @@ async def test_promotion_is_refused_outside_awaiting_promotion_and_changes_nothi
     before = await snapshot(db)
 
     with pytest.raises(InvalidState):
-        await lifecycle.promote(db, scenario.id, actor="alice")
+        await rollouts.promote(db, scenario.id, actor="alice")
 
     assert await snapshot(db) == before
 
@@ -337,7 +337,7 @@ async def test_deploying_during_a_rollout_is_a_conflict(scenario: Scenario, db: 
     before = await snapshot(db)
 
     with pytest.raises(Conflict, match="promote or roll back the rollout in flight before you deploy again"):
-        await lifecycle.deploy_revision(db, scenario.id, third, actor="alice")
+        await rollouts.deploy_revision(db, scenario.id, third, actor="alice")
 
     assert await snapshot(db) == before
 
@@ -350,16 +350,16 @@ async def test_deploying_the_current_revision_or_another_deployments_is_invalid(
     before = await snapshot(db)
 
     with pytest.raises(InvalidState, match="already serving"):
-        await lifecycle.deploy_revision(db, scenario.id, scenario.revisions[0], actor="alice")
+        await rollouts.deploy_revision(db, scenario.id, scenario.revisions[0], actor="alice")
     with pytest.raises(NotFound, match="has no revision"):  # as a missing one: it may be another project's
-        await lifecycle.deploy_revision(db, scenario.id, foreign, actor="alice")
+        await rollouts.deploy_revision(db, scenario.id, foreign, actor="alice")
 
     assert await snapshot(db) == before
 
 
 async def test_a_destroyed_deployment_stops_its_routes_and_frees_its_name(scenario: Scenario, db: Any) -> None:
     await to_ready(scenario)
-    await lifecycle.destroy(db, scenario.id, actor="bob")
+    await deployments.destroy(db, scenario.id, actor="bob")
     assert await scenario.state() == "DESTROYING"
     await scenario.tick()
 
@@ -373,7 +373,7 @@ async def test_scaling_a_ready_blue_green_deployment_starts_routes_that_take_tra
 ) -> None:
     await to_ready(scenario)
 
-    await lifecycle.scale(db, scenario.id, 3, actor="alice")
+    await deployments.scale(db, scenario.id, 3, actor="alice")
     await scenario.tick()
     assert len(await scenario.live_routes(revision=1)) == 3
     assert await scenario.active_revisions() == [1, 1]
@@ -381,7 +381,7 @@ async def test_scaling_a_ready_blue_green_deployment_starts_routes_that_take_tra
     await scenario.tick()
     assert await scenario.active_revisions() == [1, 1, 1]
 
-    await lifecycle.scale(db, scenario.id, 1, actor="alice")
+    await deployments.scale(db, scenario.id, 1, actor="alice")
     await scenario.tick()
     assert await scenario.active_revisions() == [1]
     assert len(await scenario.live_routes(revision=1)) == 1
@@ -389,14 +389,14 @@ async def test_scaling_a_ready_blue_green_deployment_starts_routes_that_take_tra
 
 async def test_a_terminated_route_takes_no_more_reports(scenario: Scenario, db: Any) -> None:
     await to_ready(scenario)
-    await lifecycle.destroy(db, scenario.id, actor="bob")
+    await deployments.destroy(db, scenario.id, actor="bob")
     await scenario.tick()
     route = (await scenario.routes())[0]
-    await lifecycle.report_route_health(db, route.id, RouteStatus.TERMINATED, actor="orchestrator")
+    await route_health.report_route_health(db, route.id, RouteStatus.TERMINATED, actor="orchestrator")
     before = await snapshot(db)
 
     with pytest.raises(InvalidState, match="TERMINATED"):
-        await lifecycle.report_route_health(db, route.id, RouteStatus.HEALTHY, actor="orchestrator")
+        await route_health.report_route_health(db, route.id, RouteStatus.HEALTHY, actor="orchestrator")
 
     assert await snapshot(db) == before
 
@@ -433,12 +433,12 @@ async def test_green_routes_stopped_while_awaiting_promotion_are_started_again(s
     await scenario.awaiting_promotion_of_revision_2()
     [gone, _] = await scenario.routes(revision=2)
 
-    await lifecycle.report_route_health(scenario.db, gone.id, RouteStatus.TERMINATED, actor="orchestrator")
+    await route_health.report_route_health(scenario.db, gone.id, RouteStatus.TERMINATED, actor="orchestrator")
     await scenario.tick()
 
     assert len(await scenario.live_routes(revision=2)) == 2
     await scenario.healthy(revision=2)
-    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
     assert await scenario.active_revisions() == [2, 2]
 
 
@@ -447,7 +447,7 @@ async def test_old_blue_routes_still_draining_when_the_next_rollout_starts_are_d
 ) -> None:
     await scenario.given_deployment(replicas=1, strategy=blue_green(scale_down_delay_seconds=30))
     await scenario.awaiting_promotion_of_revision_2()
-    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
     await scenario.deploy()  # revision 3 starts while revision 1 is still kept warm
     await scenario.tick()
 

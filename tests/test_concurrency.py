@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from store import lifecycle, reads
+from store import reads, rollouts
 from store.errors import Conflict, InvalidState
 from store.models import DeploymentLifecycle, RouteStatus
 from tests import invariants
@@ -74,7 +74,7 @@ async def drive(db: Any, scenarios: list[Scenario], revision: int, deadline_s: f
             await s.report(RouteStatus.HEALTHY, revision=revision)
             if d.sub_step is not None and d.sub_step.value == "DEPLOYING_AWAITING_PROMOTION":
                 try:
-                    await lifecycle.promote(db, s.id, actor="operator")
+                    await rollouts.promote(db, s.id, actor="operator")
                 except (InvalidState, Conflict):
                     pass  # the scheduler (or the other operator) was first
         if done == len(scenarios):

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from store import lifecycle
+from store import rollouts
 from store.database import migrate, open_database
 from store.errors import Conflict, InvalidState
 from store.models import IntOrPercent, RouteStatus
@@ -68,7 +68,7 @@ async def act_as_orchestrator_and_operators(scenarios: list[Scenario]) -> None:
         await s.finish_stopping()
         if await s.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION" and random.random() < 0.5:
             try:
-                await lifecycle.promote(s.db, s.id, actor="operator")
+                await rollouts.promote(s.db, s.id, actor="operator")
             except (InvalidState, Conflict):
                 pass
 

@@ -110,7 +110,7 @@ def test_ctrl_c_stops_the_demo_and_every_process_it_started(
     demo = start_in_its_own_process_group(env, output, sigint)
     try:
         until(lambda: after in output.read_text(), within=120, what=f"printed {after!r}: {output.read_text()}")
-        replicas = [p for p in started_by(marker) if "scheduler.replica" in p.cmdline()]
+        replicas = [p for p in started_by(marker) if "switchover.replica" in p.cmdline()]
         assert len(replicas) >= 2
 
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the whole foreground process group

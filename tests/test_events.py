@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store import events, lifecycle
+from store import events, route_health
 from store.models import RouteStatus
 from tests.scenario import Scenario, blue_green
 
@@ -55,7 +55,7 @@ async def test_concurrent_writers_and_late_subscribers_see_every_row_exactly_onc
         # Three clients report their route DEGRADED then HEALTHY in a loop: a history row per change.
         for i in range(40):
             status = RouteStatus.DEGRADED if i % 2 == 0 else RouteStatus.HEALTHY
-            await lifecycle.report_route_health(db, route_id, status, actor=f"client-{routes.index(route_id)}")
+            await route_health.report_route_health(db, route_id, status, actor=f"client-{routes.index(route_id)}")
             if i in (7, 23) and route_id == routes[0]:  # subscriptions started while rows are being written
                 subscribers.append(Subscriber(db, database_url, scenario.id))
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from store import lifecycle
+from store import rollouts
 from tests.scenario import Scenario, blue_green
 
 
@@ -101,7 +101,7 @@ async def test_a_rollout_that_ends_elsewhere_fails_the_wait(scenario: Scenario, 
     waiter = asyncio.create_task(
         switchover("status", name, "--wait-for", "awaiting-promotion", "--timeout", "30", url=api)
     )
-    await lifecycle.begin_rollback(scenario.db, scenario.id, actor="bob")
+    await rollouts.begin_rollback(scenario.db, scenario.id, actor="bob")
     await scenario.tick()
 
     code, out = await waiter

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import websockets
 
-from store import lifecycle
+from store import rollouts
 from store.errors import InvalidState
 from store.models import RouteStatus
 from switchover.app import create_app
@@ -23,7 +23,7 @@ from tests.tokens import SECRET, token
 async def promoted(scenario: Scenario, **spec: Any) -> None:
     await scenario.given_deployment(replicas=2, strategy=blue_green(**spec))
     await scenario.awaiting_promotion_of_revision_2()
-    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
 
 
 REVERT = """mutation($d: ID!) {
@@ -41,7 +41,7 @@ async def test_a_promotion_reverts_instantly_while_the_old_routes_are_warm(scena
     assert [r.status for r in await scenario.live_routes(revision=2)] == [RouteStatus.HEALTHY] * 2  # warm in turn
     assert (await scenario.history())[-1] == "revert SUCCESS"
 
-    await lifecycle.revert_promotion(scenario.db, scenario.id, actor="alice")  # and the revert reverts
+    await rollouts.revert_promotion(scenario.db, scenario.id, actor="alice")  # and the revert reverts
     assert await scenario.active_revisions() == [2, 2]
 
 
@@ -52,7 +52,7 @@ async def test_a_revert_is_refused_once_the_old_routes_are_gone(scenario: Scenar
     before = await snapshot(db)
 
     with pytest.raises(InvalidState, match="scale-down delay has passed"):
-        await lifecycle.revert_promotion(db, scenario.id, actor="alice")
+        await rollouts.revert_promotion(db, scenario.id, actor="alice")
 
     assert await snapshot(db) == before
 

@@ -21,7 +21,7 @@ from resolvers import make_schema
 from resolvers.entities import resolve_route_revision
 from resolvers.planner import PlannedExecutor
 from resolvers.query import resolve_deployments
-from store import deployments, json_reads, lifecycle
+from store import deployments, json_reads, rollouts
 from store.database import open_database
 from store.models import RouteStatus
 from store.pagination import encode_cursor
@@ -74,11 +74,11 @@ async def make_fleet(db: Any) -> dict[str, Any]:
     serving = await (await Scenario(db).given_deployment(replicas=2)).ready_on_first_revision()
     awaiting = await (await Scenario(db).given_deployment(replicas=2)).awaiting_promotion_of_revision_2()
     promoted = await (await Scenario(db).given_deployment(replicas=1)).awaiting_promotion_of_revision_2()
-    await lifecycle.promote(db, promoted.id, actor="alice")
+    await rollouts.promote(db, promoted.id, actor="alice")
     rolled_back = await (await Scenario(db).given_deployment(replicas=1)).ready_on_first_revision()
     await rolled_back.deploy(await rolled_back.add_revision(env=env))
     await rolled_back.tick()
-    await lifecycle.begin_rollback(db, rolled_back.id, actor="alice", reason="bad canary")
+    await rollouts.begin_rollback(db, rolled_back.id, actor="alice", reason="bad canary")
     await rolled_back.tick()
     await rolled_back.report(RouteStatus.TERMINATED, revision=2)
     await rolled_back.tick()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from store import lifecycle
+from store import rollouts
 from store.database import open_database
 from switchover.proxy import create_proxy
 from tests.live_server import serving
@@ -52,7 +52,7 @@ async def test_only_active_routes_get_traffic_and_a_promotion_under_load_loses_n
 
         loaders = [asyncio.create_task(load()) for _ in range(4)]
         await asyncio.sleep(0.5)
-        await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+        await rollouts.promote(scenario.db, scenario.id, actor="alice")
         await asyncio.sleep(0.5)
 
         async def blue_gone() -> bool:

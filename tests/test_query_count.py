@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from scheduler.runner import run_once
-from store import deployments, json_reads, lifecycle, reads
+from store import deployments, json_reads, reads, rollouts, route_health
 from store.models import RouteStatus
 from tests.graphql import data
 from tests.scenario import blue_green
@@ -46,12 +46,12 @@ async def add_serving_deployments(db: Any, count: int) -> None:
         revision = await deployments.add_revision(
             db, deployment_id=d.id, image="model:1", env=None, health_check_path=None, actor="test"
         )
-        await lifecycle.deploy_revision(db, d.id, revision.id, actor="test")
+        await rollouts.deploy_revision(db, d.id, revision.id, actor="test")
         created.append(d.id)
     await run_once(db)
     for routes in (await reads.routes_of_deployments(db, created)).values():
         for route in routes:
-            await lifecycle.report_route_health(db, route.id, RouteStatus.HEALTHY, actor="test")
+            await route_health.report_route_health(db, route.id, RouteStatus.HEALTHY, actor="test")
     await run_once(db)
 
 

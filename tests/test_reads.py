@@ -205,3 +205,14 @@ async def test_an_invalid_argument_fails_its_own_field_only(client: Any, db: Any
 
     assert body["data"] == {"a": None, **alone}
     assert [(e["extensions"]["code"], e["path"][0]) for e in body["errors"]] == [("BAD_USER_INPUT", "a")]
+
+
+async def test_a_cursor_written_by_postgresql_is_the_one_python_writes(db: Any) -> None:
+    from store.pagination import cursor_sql, decode_cursor, encode_cursor
+
+    positions = [0, 1, 7, 99, 12345, 2**31, 2**63 - 1]
+    for kind in ("deployment", "revision", "history"):
+        sql = f"SELECT {cursor_sql(kind, 'p')} FROM unnest(CAST(:positions AS bigint[])) AS t(p) ORDER BY p"
+        written = [row[0] for row in await db.fetch_all(sql, {"positions": positions})]
+        assert written == [encode_cursor(kind, p) for p in positions]
+        assert [decode_cursor(kind, c, 0) for c in written] == positions

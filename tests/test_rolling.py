@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from scheduler.handlers import DRAIN_ORDER
-from store import lifecycle
+from store import deployments, rollouts, route_health
 from store.errors import BadUserInput, InvalidState
 from store.models import IntOrPercent, RouteStatus, RouteTrafficStatus
 from tests.scenario import Scenario, blue_green, rolling
@@ -100,7 +100,7 @@ async def test_old_routes_drain_least_healthy_first(scenario: Scenario) -> None:
     await scenario.given_deployment(replicas=3, strategy=rolling(count(1), count(1)))
     await scenario.ready_on_first_revision()
     old = await scenario.routes(revision=1)
-    await lifecycle.report_route_health(scenario.db, old[2].id, RouteStatus.DEGRADED, actor="orchestrator")
+    await route_health.report_route_health(scenario.db, old[2].id, RouteStatus.DEGRADED, actor="orchestrator")
 
     await scenario.deploy()
     await scenario.tick()
@@ -127,7 +127,7 @@ async def test_old_routes_that_serve_nothing_stop_even_while_too_few_serve(scena
     await scenario.ready_on_first_revision()
     old = await scenario.routes(revision=1)
     for route in old[1:]:
-        await lifecycle.report_route_health(scenario.db, route.id, RouteStatus.UNHEALTHY, actor="orchestrator")
+        await route_health.report_route_health(scenario.db, route.id, RouteStatus.UNHEALTHY, actor="orchestrator")
 
     await scenario.deploy()
     await scenario.tick()
@@ -146,7 +146,7 @@ async def test_a_rolling_rollback_that_cannot_restore_in_time_hands_over_to_read
     await scenario.tick()
     await scenario.healthy(revision=2)
     await scenario.tick()
-    await lifecycle.begin_rollback(scenario.db, scenario.id, actor="bob")
+    await rollouts.begin_rollback(scenario.db, scenario.id, actor="bob")
     await scenario.tick()
     await scenario.report(RouteStatus.DEGRADED, revision=1)  # the old revision comes back degraded, never healthy
     await scenario.tick()
@@ -213,20 +213,20 @@ async def test_promoting_a_rolling_deployment_is_refused_and_says_why(scenario: 
     await scenario.deploy()
 
     with pytest.raises(InvalidState, match="ROLLING strategy"):
-        await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+        await rollouts.promote(scenario.db, scenario.id, actor="alice")
 
 
 async def test_scaling_a_ready_rolling_deployment_adds_and_drains_routes(scenario: Scenario, db: Any) -> None:
     await scenario.given_deployment(replicas=2, strategy=rolling(count(1), count(0)))
     await scenario.ready_on_first_revision()
 
-    await lifecycle.scale(db, scenario.id, 4, actor="alice")
+    await deployments.scale(db, scenario.id, 4, actor="alice")
     await scenario.tick()
     await scenario.healthy(revision=1)
     await scenario.tick()
     assert await scenario.active_revisions() == [1, 1, 1, 1]
 
-    await lifecycle.scale(db, scenario.id, 1, actor="alice")
+    await deployments.scale(db, scenario.id, 1, actor="alice")
     await scenario.tick()
     assert await scenario.active_revisions() == [1]
 
@@ -236,26 +236,26 @@ async def test_a_scale_that_leaves_no_room_to_roll_is_refused(scenario: Scenario
     before = await snapshot(db)
 
     with pytest.raises(BadUserInput, match="resolve to 0"):
-        await lifecycle.scale(db, scenario.id, 1, actor="alice")  # 50 % of 1 rounds down to 0, and no surge
+        await deployments.scale(db, scenario.id, 1, actor="alice")  # 50 % of 1 rounds down to 0, and no surge
 
     assert await snapshot(db) == before
-    await lifecycle.scale(db, scenario.id, 2, actor="alice")
+    await deployments.scale(db, scenario.id, 2, actor="alice")
 
 
 async def test_a_deployment_can_switch_strategy_between_rollouts(scenario: Scenario, db: Any) -> None:
     await scenario.given_deployment(replicas=2, strategy=blue_green())
     await scenario.ready_on_first_revision()
 
-    await lifecycle.change_strategy(db, scenario.id, rolling(count(1), count(0)), actor="alice")
+    await deployments.change_strategy(db, scenario.id, rolling(count(1), count(0)), actor="alice")
     await scenario.deploy()
     steps = await roll_out(scenario, revision=2, minimum=2, limit=3)
     assert steps[-1] == (2, 0)
 
-    await lifecycle.change_strategy(db, scenario.id, blue_green(), actor="alice")
+    await deployments.change_strategy(db, scenario.id, blue_green(), actor="alice")
     await scenario.deploy()
     await scenario.tick()
     await scenario.healthy(revision=3)
     await scenario.tick()
     assert await scenario.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION"
-    await lifecycle.promote(db, scenario.id, actor="alice")
+    await rollouts.promote(db, scenario.id, actor="alice")
     assert await scenario.active_revisions() == [3, 3]

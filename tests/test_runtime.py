@@ -13,9 +13,9 @@ import httpx
 import psutil
 import pytest
 
+from scheduler.process_runtime import ProcessRuntime, replica_alive
 from scheduler.runner import run_once
-from scheduler.runtime import ProcessRuntime, replica_alive
-from store import lifecycle
+from store import rollouts
 from store.models import RouteStatus, RouteTrafficStatus
 from tests.runtime_helpers import Machine
 from tests.scenario import Scenario, blue_green
@@ -41,7 +41,7 @@ async def test_a_route_runs_as_a_process_becomes_healthy_by_probes_and_stops_on_
 
     await scenario.deploy()
     await machine.until_state("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
-    await lifecycle.promote(scenario.db, scenario.id, actor="alice")
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
 
     async def blue_stopped() -> bool:
         [route] = await scenario.routes(revision=1)

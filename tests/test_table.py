@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from scheduler.decisions import Outcome
-from scheduler.lifecycle import IDLE, TRANSITIONS, Target, transition_for
+from scheduler.table import IDLE, TRANSITIONS, Target, transition_for
 from store.models import (
     Deployment,
     DeploymentLifecycle,

@@ -22,7 +22,7 @@ import time
 import psutil
 from databases import Database
 
-from store import lifecycle, runtime
+from store import replicas, route_health
 from store.errors import InvalidState
 from store.models import Route, RouteStatus
 
@@ -64,20 +64,20 @@ class ProcessRuntime:
         # One short transaction per route: its row stays locked only while its process is spawned.
         for _ in range(limit):
             async with self.db.transaction():
-                claimed = await runtime.claim_routes_to_start(self.db, limit=1)
+                claimed = await replicas.claim_routes_to_start(self.db, limit=1)
                 if not claimed:
                     return
                 item = claimed[0]
                 pid, url = self._spawn(item)
                 try:
-                    await runtime.attach_runtime(self.db, item.route.id, runtime_ref=_ref(pid), endpoint_url=url)
+                    await replicas.attach_runtime(self.db, item.route.id, runtime_ref=_ref(pid), endpoint_url=url)
                 except BaseException:
                     self._signal(pid, signal.SIGKILL)
                     raise
                 log.info("started replica of route %s (revision %d) as pid %d at %s", item.route.id,
                          item.revision_number, pid, url)  # fmt: skip
 
-    def _spawn(self, item: runtime.RouteToStart) -> tuple[int, str]:
+    def _spawn(self, item: replicas.RouteToStart) -> tuple[int, str]:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
@@ -86,7 +86,7 @@ class ProcessRuntime:
         try:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "scheduler.replica", "--fd", str(listener.fileno()),
+                    sys.executable, "-m", "switchover.replica", "--fd", str(listener.fileno()),
                     "--route", item.route.id, "--image", item.image, "--revision", str(item.revision_number),
                     "--health-path", item.health_check_path,
                 ],
@@ -105,7 +105,7 @@ class ProcessRuntime:
     async def watch(self) -> None:
         """Stop what must stop; report replicas that died."""
         self._reap()
-        for watched in await runtime.routes_with_runtime(self.db):
+        for watched in await replicas.routes_with_runtime(self.db):
             route = watched.route
             pid = _pid(route.runtime_ref)
             alive = pid is not None and replica_alive(pid, route.id)
@@ -129,7 +129,7 @@ class ProcessRuntime:
             await self._report(route.id, RouteStatus.UNHEALTHY)
         else:
             log.info("restarting the replica of route %s", route.id)
-            await runtime.detach_runtime(self.db, route.id)
+            await replicas.detach_runtime(self.db, route.id)
             await self._report(route.id, RouteStatus.PROVISIONING)
 
     def _stop(self, pid: int) -> None:
@@ -152,7 +152,7 @@ class ProcessRuntime:
 
     async def _report(self, route_id: str, status: RouteStatus) -> None:
         with contextlib.suppress(InvalidState):  # someone else reported it first
-            await lifecycle.report_route_health(self.db, route_id, status, actor=ACTOR)
+            await route_health.report_route_health(self.db, route_id, status, actor=ACTOR)
 
     async def stop_replicas_started_here(self) -> None:
         """SIGTERM to every replica this object started, SIGKILL to those still running after the stop grace."""

@@ -9,7 +9,6 @@ from datetime import datetime
 
 from scheduler import handlers
 from scheduler.decisions import Decision, Outcome
-from store.lifecycle import PROMOTE, PROMOTED
 from store.models import (
     Deployment,
     DeploymentLifecycle,
@@ -17,6 +16,7 @@ from store.models import (
     DeploymentStrategyType,
     Route,
 )
+from store.rollouts import PROMOTE, PROMOTED
 
 Handler = Callable[[Deployment, Sequence[Route], datetime], Decision]
 State = tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]

@@ -1,4 +1,5 @@
-"""What route runtimes and health checks ask of the store."""
+"""What replica runtimes, health checks and the traffic proxy ask of the store: routes to start and watch, to probe,
+and to send traffic to."""
 
 from dataclasses import dataclass
 from typing import Any

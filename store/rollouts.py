@@ -1,124 +1,38 @@
-"""Operations that move deployments through their lifecycle. Each is one transaction: lock the deployment row,
-re-check its state, apply guarded updates, write history, notify the scheduler."""
+"""Rollouts: deploy a revision, promote it (the blue-green switch), revert a promotion, roll back. Each is one
+transaction: lock the deployment row, re-check its state, apply guarded updates, write history, notify the scheduler."""
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from databases import Database
 
 from store import history, records, validation
-from store.errors import Conflict, InvalidState, NotFound, does_not_exist
+from store.errors import Conflict, InvalidState, NotFound
 from store.models import (
     LIVE_ROUTE_STATUSES,
     Deployment,
     DeploymentLifecycle,
-    DeploymentLifecycleSubStep,
     DeploymentStrategyType,
     Promotion,
     Revision,
     Route,
     RouteStatus,
     RouteTrafficStatus,
-    SchedulingResult,
-    Strategy,
 )
 from store.queries import QUERIES
-
-DEPLOYING = DeploymentLifecycle.DEPLOYING
-AWAITING_PROMOTION = DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION
-ROLLING_BACK = DeploymentLifecycleSubStep.DEPLOYING_ROLLING_BACK
-# Health an orchestrator may report; TERMINATING is the control plane's decision, never a report.
-REPORTABLE_STATUSES = frozenset(
-    {
-        RouteStatus.PROVISIONING,
-        RouteStatus.HEALTHY,
-        RouteStatus.UNHEALTHY,
-        RouteStatus.DEGRADED,
-        RouteStatus.FAILED_TO_START,
-        RouteStatus.TERMINATED,
-    }
+from store.transitions import (
+    AWAITING_PROMOTION,
+    DEPLOYING,
+    ROLLING_BACK,
+    describe,
+    lock_at_rest,
+    lock_deployment,
+    lock_routes,
+    move,
+    notify,
+    revision_numbers,
+    state_of,
 )
-
-
-async def lock_deployment(db: Database, deployment_id: str) -> Deployment:
-    row = await db.fetch_one(QUERIES["lock_deployment"], {"id": deployment_id})
-    if row is None:
-        raise does_not_exist("deployment", deployment_id)
-    return records.deployment(row)
-
-
-async def lock_at_rest(db: Database, deployment_id: str, *, to: str) -> Deployment:
-    """Lock a deployment that is PENDING or READY: CONFLICT while a rollout is in flight (the caller may promote or
-    roll back first), INVALID_STATE once it is being destroyed. `to` says what the caller wanted to do."""
-    deployment = await lock_deployment(db, deployment_id)
-    if deployment.lifecycle is DEPLOYING:
-        raise Conflict(f"{describe(deployment)}: promote or roll back the rollout in flight before you {to}")
-    if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):
-        raise InvalidState(f"{describe(deployment)}: it is being destroyed, so you cannot {to}")
-    return deployment
-
-
-async def lock_routes(db: Database, deployment_id: str) -> list[Route]:
-    rows = await db.fetch_all(QUERIES["lock_routes_of_deployment"], {"deployment_id": deployment_id})
-    return [records.route(row) for row in rows]
-
-
-async def revision_numbers(db: Database, *revision_ids: str | None) -> list[int | None]:
-    """The numbers of these revisions (None for None), in one query."""
-    rows = await db.fetch_all(QUERIES["revision_numbers"], {"ids": [i for i in revision_ids if i is not None]})
-    numbers = {str(row["id"]): row["number"] for row in rows}
-    return [None if i is None else numbers.get(i) for i in revision_ids]
-
-
-async def notify(db: Database, deployment_id: str) -> None:
-    await db.fetch_val(QUERIES["notify_change"], {"deployment_id": deployment_id})
-
-
-async def move(
-    db: Database,
-    deployment: Deployment,
-    to_state: tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None],
-    *,
-    phase: str,
-    message: str,
-    actor: str,
-    result: SchedulingResult = SchedulingResult.SUCCESS,
-    error_code: str | None = None,
-    swap: bool = False,
-    next_check_now: bool = True,
-    next_check_at: Any = None,
-) -> Deployment:
-    """Change (lifecycle, subStep) of a locked deployment, write the transition's history row and wake schedulers,
-    in one statement; `phaseStartedAt` becomes the database's now."""
-    values = {
-        "id": deployment.id,
-        "from_lifecycle": deployment.lifecycle.value,
-        "from_sub_step": deployment.sub_step.value if deployment.sub_step else None,
-        "to_lifecycle": to_state[0].value,
-        "to_sub_step": to_state[1].value if to_state[1] else None,
-        "swap": swap,
-        "check_now": next_check_now,
-        "next_check_at": next_check_at,
-        "phase": phase,
-        "message": message,
-        "actor": actor,
-        "result": result.value,
-        "error_code": error_code,
-    }
-    row = await db.fetch_one(QUERIES["move_deployment"], values)
-    if row is None:  # cannot happen under the row lock; refuse rather than write over a change
-        raise Conflict(f"deployment {deployment.name} changed state concurrently; retry")
-    return records.deployment(row)
-
-
-def state_of(deployment: Deployment) -> tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]:
-    return deployment.lifecycle, deployment.sub_step
-
-
-def describe(deployment: Deployment) -> str:
-    state = deployment.lifecycle.value + (f"/{deployment.sub_step.value}" if deployment.sub_step else "")
-    return f"deployment {deployment.name} is {state}"
 
 
 async def deploy_revision(db: Database, deployment_id: str, revision_id: str, *, actor: str) -> Deployment:
@@ -155,12 +69,7 @@ PROMOTED = (DeploymentLifecycle.READY, None)
 
 
 async def promote(
-    db: Database,
-    deployment_id: str,
-    *,
-    actor: str,
-    expected_revision_id: str | None = None,
-    dry_run: bool = False,
+    db: Database, deployment_id: str, *, actor: str, expected_revision_id: str | None = None, dry_run: bool = False
 ) -> Promotion:
     """Switch all traffic to the green routes (SPEC §3 rules 3–5). A dry run checks and reports, writing nothing."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
@@ -342,102 +251,4 @@ async def begin_rollback(db: Database, deployment_id: str, *, actor: str, reason
             message=f"rollback of revision {number} requested" + (f": {reason}" if reason else ""),
             actor=actor,
         )
-    return updated
-
-
-async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) -> Deployment:
-    deployment_id = validation.parse_id(deployment_id, "deploymentId")
-    validation.check_replicas(replicas)
-    async with db.transaction():
-        deployment = await lock_at_rest(db, deployment_id, to="scale it")
-        validation.check_strategy(deployment.strategy, replicas)
-        row = await db.fetch_one(QUERIES["set_replicas"], {"id": deployment.id, "replicas": replicas})
-        assert row is not None
-        updated = records.deployment(row)
-        await history.note(
-            db,
-            deployment,
-            phase="scale",
-            message=f"scaled from {deployment.replicas} to {replicas} replicas",
-            actor=actor,
-        )
-        await notify(db, deployment.id)
-    return updated
-
-
-async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, *, actor: str) -> Deployment:
-    deployment_id = validation.parse_id(deployment_id, "deploymentId")
-    async with db.transaction():
-        deployment = await lock_at_rest(db, deployment_id, to="change its strategy")
-        validation.check_strategy(strategy, deployment.replicas)
-        row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
-        assert row is not None
-        await history.note(
-            db,
-            deployment,
-            phase="strategy",
-            message=f"strategy changed from {deployment.strategy.type} to {strategy.type}",
-            actor=actor,
-        )
-    return records.deployment(row)
-
-
-async def destroy(db: Database, deployment_id: str, *, actor: str) -> Deployment:
-    deployment_id = validation.parse_id(deployment_id, "deploymentId")
-    async with db.transaction():
-        deployment = await lock_at_rest(db, deployment_id, to="destroy it")
-        updated = await move(
-            db,
-            deployment,
-            (DeploymentLifecycle.DESTROYING, None),
-            phase="destroy",
-            message=f"destroying deployment {deployment.name}",
-            actor=actor,
-        )
-    return updated
-
-
-async def report_route_health(
-    db: Database, route_id: str, status: RouteStatus, *, endpoint_url: str | None = None, actor: str
-) -> Route:
-    """Record what an orchestrator (or a health probe) saw of a route, and wake the scheduler."""
-    route_id = validation.parse_id(route_id, "routeId")
-    status = RouteStatus(status)
-    if status not in REPORTABLE_STATUSES:
-        raise validation.BadUserInput(
-            f"status {status} cannot be reported: it is set by Switchover; report one of "
-            + ", ".join(sorted(REPORTABLE_STATUSES))
-        )
-    if endpoint_url is not None:
-        validation.check_endpoint_url(endpoint_url)
-    owner = await db.fetch_val(QUERIES["deployment_of_route"], {"id": route_id})
-    if owner is None:
-        raise does_not_exist("route", route_id)
-    async with db.transaction():
-        deployment = await lock_deployment(db, str(owner))
-        row = await db.fetch_one(QUERIES["lock_route"], {"id": route_id})
-        assert row is not None
-        route = records.route(row)
-        if route.status is RouteStatus.TERMINATED:
-            raise InvalidState(f"route {route_id} is TERMINATED; it takes no more reports")
-        if route.status is RouteStatus.TERMINATING and status is not RouteStatus.TERMINATED:
-            raise InvalidState(f"route {route_id} is TERMINATING; only TERMINATED can be reported for it")
-        updated_row = await db.fetch_one(
-            QUERIES["report_route_health"], {"id": route_id, "status": status.value, "endpoint_url": endpoint_url}
-        )
-        assert updated_row is not None
-        updated = records.route(updated_row)
-        if route.traffic_status is RouteTrafficStatus.ACTIVE and updated.traffic_status is RouteTrafficStatus.INACTIVE:
-            # A route that stopped took its share with it: the others share all the traffic again.
-            await db.execute(QUERIES["share_traffic_equally"], {"deployment_id": deployment.id})
-        if updated.status is not route.status:
-            await history.note(
-                db,
-                deployment,
-                phase="route_health",
-                message=f"route {route.id} ({route.traffic_status}) went from {route.status} to {updated.status}",
-                actor=actor,
-            )
-            await db.execute(QUERIES["wake_deployment"], {"id": deployment.id})
-            await notify(db, deployment.id)
     return updated
