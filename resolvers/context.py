@@ -11,9 +11,9 @@ from aiodataloader import DataLoader
 from databases import Database
 from graphql import GraphQLResolveInfo
 
-from resolvers.auth import Principal, require_change
+from resolvers.auth import Principal, readable_projects, require_change
 from store import reads
-from store.errors import NotFound, StoreError, Unauthenticated, does_not_exist
+from store.errors import StoreError, Unauthenticated
 from store.models import Deployment, Revision, Route
 from store.validation import canonical_id
 
@@ -81,24 +81,26 @@ class Context:
             return record
         return None
 
-    async def may_change(self, deployment_id: str, *, unknown: NotFound | None = None) -> None:
-        """Refuse unless the caller may change this deployment: NOT_FOUND, exactly as for an unknown id, when it may
-        not even read it; FORBIDDEN when it may only read it. An unknown id is left to the store."""
+    @property
+    def readable_projects(self) -> list[str] | None:
+        """For the store's operations: a deployment outside these is not found, exactly as an unknown id."""
+        return readable_projects(self.principal)
+
+    async def may_change(self, deployment_id: str) -> None:
+        """Refuse (FORBIDDEN) a change of a deployment the caller may read but not change. One it may not even read
+        is left to the store, which does not find it (`readable_projects`), as an unknown id."""
         if self.principal.is_admin:  # may change every project's: no need to read which one this is
             return
         deployment = await self.load(reads.deployments_by_ids, deployment_id)
-        if deployment is None:
-            return
-        if not self.principal.can_read(deployment.project_id):
-            raise unknown or does_not_exist("deployment", deployment.id)
-        require_change(self.principal, deployment.project_id)
+        if deployment is not None and self.principal.can_read(deployment.project_id):
+            require_change(self.principal, deployment.project_id)
 
     async def may_change_route(self, route_id: str) -> None:
         if self.principal.is_admin:
             return
         route = await self.load(reads.routes_by_ids, route_id)
         if route is not None:
-            await self.may_change(route.deployment_id, unknown=does_not_exist("route", route.id))
+            await self.may_change(route.deployment_id)
 
     async def load(self, fetch: Fetch, id_: str, **options: Any) -> Any:
         """`fetch`'s answer for one id, batched with every other `load` of this request."""

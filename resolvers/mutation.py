@@ -42,6 +42,7 @@ async def resolve_add_revision(_: None, info: GraphQLResolveInfo, input: dict[st
         env=input.get("env"),
         health_check_path=input.get("health_check_path"),
         actor=ctx.actor,
+        projects=ctx.readable_projects,
     )
     return {"revision": added}
 
@@ -50,7 +51,9 @@ async def resolve_add_revision(_: None, info: GraphQLResolveInfo, input: dict[st
 async def resolve_deploy_revision(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    deployment = await rollouts.deploy_revision(ctx.db, input["deployment_id"], input["revision_id"], actor=ctx.actor)
+    deployment = await rollouts.deploy_revision(
+        ctx.db, input["deployment_id"], input["revision_id"], actor=ctx.actor, projects=ctx.readable_projects
+    )
     return {"deployment": deployment}
 
 
@@ -62,6 +65,7 @@ async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: d
         ctx.db,
         input["deployment_id"],
         actor=ctx.actor,
+        projects=ctx.readable_projects,
         expected_revision_id=input.get("expected_revision_id"),
         dry_run=bool(input.get("dry_run")),
     )
@@ -72,7 +76,7 @@ async def resolve_revert_promotion(_: None, info: GraphQLResolveInfo, input: dic
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
     deployment = await rollouts.revert_promotion(
-        ctx.db, input["deployment_id"], actor=ctx.actor, reason=input.get("reason")
+        ctx.db, input["deployment_id"], actor=ctx.actor, projects=ctx.readable_projects, reason=input.get("reason")
     )
     return {"deployment": deployment}
 
@@ -82,7 +86,7 @@ async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: 
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
     deployment = await rollouts.begin_rollback(
-        ctx.db, input["deployment_id"], actor=ctx.actor, reason=input.get("reason")
+        ctx.db, input["deployment_id"], actor=ctx.actor, projects=ctx.readable_projects, reason=input.get("reason")
     )
     return {"deployment": deployment}
 
@@ -91,7 +95,9 @@ async def resolve_rollback_deployment(_: None, info: GraphQLResolveInfo, input: 
 async def resolve_scale_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    deployment = await deployments.scale(ctx.db, input["deployment_id"], input["replicas"], actor=ctx.actor)
+    deployment = await deployments.scale(
+        ctx.db, input["deployment_id"], input["replicas"], actor=ctx.actor, projects=ctx.readable_projects
+    )
     return {"deployment": deployment}
 
 
@@ -102,7 +108,11 @@ async def resolve_update_deployment_strategy(
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
     deployment = await deployments.change_strategy(
-        ctx.db, input["deployment_id"], inputs.strategy(input["strategy"]), actor=ctx.actor
+        ctx.db,
+        input["deployment_id"],
+        inputs.strategy(input["strategy"]),
+        actor=ctx.actor,
+        projects=ctx.readable_projects,
     )
     return {"deployment": deployment}
 
@@ -111,7 +121,10 @@ async def resolve_update_deployment_strategy(
 async def resolve_destroy_deployment(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
-    return {"deployment": await deployments.destroy(ctx.db, input["deployment_id"], actor=ctx.actor)}
+    deployment = await deployments.destroy(
+        ctx.db, input["deployment_id"], actor=ctx.actor, projects=ctx.readable_projects
+    )
+    return {"deployment": deployment}
 
 
 @mutation.field("reportRouteHealth")
@@ -119,6 +132,11 @@ async def resolve_report_route_health(_: None, info: GraphQLResolveInfo, input: 
     ctx = context(info)
     await ctx.may_change_route(input["route_id"])
     route = await route_health.report_route_health(
-        ctx.db, input["route_id"], input["status"], endpoint_url=input.get("endpoint_url"), actor=ctx.actor
+        ctx.db,
+        input["route_id"],
+        input["status"],
+        endpoint_url=input.get("endpoint_url"),
+        actor=ctx.actor,
+        projects=ctx.readable_projects,
     )
     return {"route": route}

@@ -10,7 +10,7 @@ from store import history, records, validation
 from store.errors import Conflict, InvalidState
 from store.models import Deployment, DeploymentLifecycle, Revision, Strategy
 from store.queries import QUERIES
-from store.transitions import lock_at_rest, lock_deployment, move, notify
+from store.transitions import Projects, lock_at_rest, lock_deployment, move, notify
 
 
 async def create_deployment(
@@ -52,6 +52,7 @@ async def add_revision(
     env: dict[str, Any] | None,
     health_check_path: str | None,
     actor: str,
+    projects: Projects = None,
 ) -> Revision:
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     env = {} if env is None else env
@@ -60,7 +61,7 @@ async def add_revision(
     validation.check_env(env)
     validation.check_health_check_path(health_check_path)
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
+        deployment = await lock_deployment(db, deployment_id, projects=projects)
         if deployment.lifecycle in (DeploymentLifecycle.DESTROYING, DeploymentLifecycle.DESTROYED):
             raise InvalidState(f"deployment {deployment.name} is {deployment.lifecycle.value}: it takes no revisions")
         number = await db.fetch_val(QUERIES["take_revision_number"], {"id": deployment_id})
@@ -82,11 +83,13 @@ async def add_revision(
     return added
 
 
-async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) -> Deployment:
+async def scale(
+    db: Database, deployment_id: str, replicas: int, *, actor: str, projects: Projects = None
+) -> Deployment:
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     validation.check_replicas(replicas)
     async with db.transaction():
-        deployment = await lock_at_rest(db, deployment_id, to="scale it")
+        deployment = await lock_at_rest(db, deployment_id, to="scale it", projects=projects)
         validation.check_strategy(deployment.strategy, replicas)
         row = await db.fetch_one(QUERIES["set_replicas"], {"id": deployment.id, "replicas": replicas})
         assert row is not None
@@ -102,10 +105,12 @@ async def scale(db: Database, deployment_id: str, replicas: int, *, actor: str) 
     return updated
 
 
-async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, *, actor: str) -> Deployment:
+async def change_strategy(
+    db: Database, deployment_id: str, strategy: Strategy, *, actor: str, projects: Projects = None
+) -> Deployment:
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     async with db.transaction():
-        deployment = await lock_at_rest(db, deployment_id, to="change its strategy")
+        deployment = await lock_at_rest(db, deployment_id, to="change its strategy", projects=projects)
         validation.check_strategy(strategy, deployment.replicas)
         row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
         assert row is not None
@@ -119,10 +124,10 @@ async def change_strategy(db: Database, deployment_id: str, strategy: Strategy, 
     return records.deployment(row)
 
 
-async def destroy(db: Database, deployment_id: str, *, actor: str) -> Deployment:
+async def destroy(db: Database, deployment_id: str, *, actor: str, projects: Projects = None) -> Deployment:
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     async with db.transaction():
-        deployment = await lock_at_rest(db, deployment_id, to="destroy it")
+        deployment = await lock_at_rest(db, deployment_id, to="destroy it", projects=projects)
         updated = await move(
             db,
             deployment,

@@ -13,7 +13,10 @@ INSERT INTO deployments (
 RETURNING *
 
 -- name: lock_deployment
-SELECT * FROM deployments WHERE id = :id FOR UPDATE
+-- With :projects, a deployment of another project is not found: one the caller may not read answers as a missing one.
+SELECT * FROM deployments
+WHERE id = :id AND (CAST(:projects AS uuid[]) IS NULL OR project_id = ANY(CAST(:projects AS uuid[])))
+FOR UPDATE
 
 -- name: take_revision_number
 UPDATE deployments
@@ -108,7 +111,8 @@ FOR UPDATE
 SELECT * FROM routes WHERE id = :id FOR UPDATE
 
 -- name: deployment_of_route
-SELECT deployment_id FROM routes WHERE id = :id
+SELECT r.deployment_id FROM routes r JOIN deployments d ON d.id = r.deployment_id
+WHERE r.id = :id AND (CAST(:projects AS uuid[]) IS NULL OR d.project_id = ANY(CAST(:projects AS uuid[])))
 
 -- name: revision_numbers
 SELECT id, number FROM revisions WHERE id = ANY(CAST(:ids AS uuid[]))

@@ -24,6 +24,7 @@ from store.transitions import (
     AWAITING_PROMOTION,
     DEPLOYING,
     ROLLING_BACK,
+    Projects,
     describe,
     lock_at_rest,
     lock_deployment,
@@ -35,11 +36,13 @@ from store.transitions import (
 )
 
 
-async def deploy_revision(db: Database, deployment_id: str, revision_id: str, *, actor: str) -> Deployment:
+async def deploy_revision(
+    db: Database, deployment_id: str, revision_id: str, *, actor: str, projects: Projects = None
+) -> Deployment:
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     revision_id = validation.parse_id(revision_id, "revisionId")
     async with db.transaction():
-        deployment = await lock_at_rest(db, deployment_id, to="deploy again")
+        deployment = await lock_at_rest(db, deployment_id, to="deploy again", projects=projects)
         row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id, "deployment_id": deployment.id})
         if row is None:  # also another deployment's revision, which may belong to a project the caller cannot read
             raise NotFound(f"deployment {deployment.name} has no revision {revision_id}")
@@ -69,14 +72,20 @@ PROMOTED = (DeploymentLifecycle.READY, None)
 
 
 async def promote(
-    db: Database, deployment_id: str, *, actor: str, expected_revision_id: str | None = None, dry_run: bool = False
+    db: Database,
+    deployment_id: str,
+    *,
+    actor: str,
+    expected_revision_id: str | None = None,
+    dry_run: bool = False,
+    projects: Projects = None,
 ) -> Promotion:
     """Switch all traffic to the green routes (SPEC §3 rules 3–5). A dry run checks and reports, writing nothing."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     if expected_revision_id is not None:
         expected_revision_id = validation.parse_id(expected_revision_id, "expectedRevisionId")
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
+        deployment = await lock_deployment(db, deployment_id, projects=projects)
         routes = await lock_routes(db, deployment.id)
         if dry_run:
             promoted, drained = check_promotion(deployment, routes, expected_revision_id=expected_revision_id)
@@ -177,14 +186,16 @@ async def switch_traffic(
     )
 
 
-async def revert_promotion(db: Database, deployment_id: str, *, actor: str, reason: str | None = None) -> Deployment:
+async def revert_promotion(
+    db: Database, deployment_id: str, *, actor: str, reason: str | None = None, projects: Projects = None
+) -> Deployment:
     """Undo the last promotion in one transaction: the previous revision's routes, still kept warm, take all traffic
     again and it becomes current; the routes just promoted are kept warm in turn (so the revert can be reverted)."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     if reason is not None:
         validation.check_text(reason, "reason", 1000)
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
+        deployment = await lock_deployment(db, deployment_id, projects=projects)
         if deployment.lifecycle is not DeploymentLifecycle.READY:
             raise InvalidState(f"{describe(deployment)}: only a READY deployment has a promotion to revert")
         routes = await lock_routes(db, deployment.id)
@@ -231,13 +242,15 @@ async def revert_promotion(db: Database, deployment_id: str, *, actor: str, reas
     return records.deployment(row)
 
 
-async def begin_rollback(db: Database, deployment_id: str, *, actor: str, reason: str | None = None) -> Deployment:
+async def begin_rollback(
+    db: Database, deployment_id: str, *, actor: str, reason: str | None = None, projects: Projects = None
+) -> Deployment:
     """Abort the rollout in flight; the scheduler then stops the new routes and restores the old revision."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     if reason is not None:
         validation.check_text(reason, "reason", 1000)
     async with db.transaction():
-        deployment = await lock_deployment(db, deployment_id)
+        deployment = await lock_deployment(db, deployment_id, projects=projects)
         if deployment.lifecycle is not DEPLOYING:
             raise InvalidState(f"{describe(deployment)}: only a rollout in flight can be rolled back")
         if deployment.sub_step is ROLLING_BACK:

@@ -6,7 +6,7 @@ from store import history, records, validation
 from store.errors import InvalidState, does_not_exist
 from store.models import Route, RouteStatus, RouteTrafficStatus
 from store.queries import QUERIES
-from store.transitions import lock_deployment, notify
+from store.transitions import Projects, lock_deployment, notify
 
 # Health an orchestrator may report; TERMINATING is the control plane's decision, never a report.
 REPORTABLE_STATUSES = frozenset(
@@ -22,7 +22,13 @@ REPORTABLE_STATUSES = frozenset(
 
 
 async def report_route_health(
-    db: Database, route_id: str, status: RouteStatus, *, endpoint_url: str | None = None, actor: str
+    db: Database,
+    route_id: str,
+    status: RouteStatus,
+    *,
+    endpoint_url: str | None = None,
+    actor: str,
+    projects: Projects = None,
 ) -> Route:
     """Record what an orchestrator (or a health probe) saw of a route, and wake the scheduler."""
     route_id = validation.parse_id(route_id, "routeId")
@@ -34,7 +40,9 @@ async def report_route_health(
         )
     if endpoint_url is not None:
         validation.check_endpoint_url(endpoint_url)
-    owner = await db.fetch_val(QUERIES["deployment_of_route"], {"id": route_id})
+    # Another project's route is not found, as a missing one: the caller may not read it.
+    visible = None if projects is None else list(projects)
+    owner = await db.fetch_val(QUERIES["deployment_of_route"], {"id": route_id, "projects": visible})
     if owner is None:
         raise does_not_exist("route", route_id)
     async with db.transaction():

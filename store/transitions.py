@@ -1,6 +1,7 @@
 """How every operation changes a deployment's state, inside its one transaction: lock the row (then its routes),
 re-check, and move to the next (lifecycle, subStep) with its history row and a NOTIFY, in one statement."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from databases import Database
@@ -15,17 +16,23 @@ AWAITING_PROMOTION = DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION
 ROLLING_BACK = DeploymentLifecycleSubStep.DEPLOYING_ROLLING_BACK
 
 
-async def lock_deployment(db: Database, deployment_id: str) -> Deployment:
-    row = await db.fetch_one(QUERIES["lock_deployment"], {"id": deployment_id})
+Projects = Sequence[str] | None  # the projects whose deployments a caller may read; None: every project
+
+
+async def lock_deployment(db: Database, deployment_id: str, *, projects: Projects = None) -> Deployment:
+    """Lock the deployment row for this transaction. One outside `projects` does not exist for the caller: it is
+    refused exactly as an unknown id, at the same point of the operation."""
+    values = {"id": deployment_id, "projects": None if projects is None else list(projects)}
+    row = await db.fetch_one(QUERIES["lock_deployment"], values)
     if row is None:
         raise does_not_exist("deployment", deployment_id)
     return records.deployment(row)
 
 
-async def lock_at_rest(db: Database, deployment_id: str, *, to: str) -> Deployment:
+async def lock_at_rest(db: Database, deployment_id: str, *, to: str, projects: Projects = None) -> Deployment:
     """Lock a deployment that is PENDING or READY: CONFLICT while a rollout is in flight (the caller may promote or
     roll back first), INVALID_STATE once it is being destroyed. `to` says what the caller wanted to do."""
-    deployment = await lock_deployment(db, deployment_id)
+    deployment = await lock_deployment(db, deployment_id, projects=projects)
     if deployment.lifecycle is DEPLOYING:
         raise Conflict(f"{describe(deployment)}: promote or roll back the rollout in flight before you {to}")
     if deployment.lifecycle not in (DeploymentLifecycle.PENDING, DeploymentLifecycle.READY):

@@ -247,15 +247,19 @@ async def test_metrics_count_requests(client: httpx.AsyncClient) -> None:
         "mutation($d: ID!) { rollbackDeployment(input: {deploymentId: $d}) { deployment { id } } }",
         "mutation($d: ID!) { scaleDeployment(input: {deploymentId: $d, replicas: 2}) { deployment { id } } }",
         "mutation($d: ID!) { destroyDeployment(input: {deploymentId: $d}) { deployment { id } } }",
+        # Bad input as well: refused at the same point as for an unknown id (the store does not find the record).
+        'mutation($d: ID!) { addRevision(input: {deploymentId: $d, image: "not an image"}) { revision { number } } }',
+        "mutation($d: ID!) { scaleDeployment(input: {deploymentId: $d, replicas: 0}) { deployment { id } } }",
     ],
     ids=["deployment", "revision", "entity-deployment", "entity-revision", "add", "promote", "rollback", "scale",
-         "destroy"],
+         "destroy", "add-bad-image", "scale-to-zero"],
 )  # fmt: skip
 async def test_a_record_of_another_project_answers_exactly_as_one_that_does_not_exist(
     secure: httpx.AsyncClient, db: Any, two_projects: dict[str, Any], query: str
 ) -> None:
     operator = bearer(**OPERATOR)
-    theirs = two_projects[THEIRS]["revision" if "revision" in query.lower().split("{")[1] else "deployment"]
+    reads_a_revision = "revision(id" in query or '"Revision"' in query
+    theirs = two_projects[THEIRS]["revision" if reads_a_revision else "deployment"]
     missing = str(uuid.uuid4())
     before = await snapshot(db)
 
@@ -294,3 +298,27 @@ async def test_a_token_without_a_role_reads_nothing_of_the_projects_it_lists(
 
     assert listed == {"data": {"deployments": {"edges": []}}}
     assert read == {"data": {"deployment": None}}
+
+
+@pytest.mark.parametrize("extra", ["", ', endpointUrl: "ftp://not-http"'])
+async def test_another_projects_route_answers_exactly_as_one_that_does_not_exist(
+    secure: httpx.AsyncClient, db: Any, extra: str
+) -> None:
+    from tests.scenario import Scenario
+
+    theirs = Scenario(db)
+    await theirs.given_deployment(replicas=1)
+    await theirs.deploy()
+    await theirs.tick()
+    [route] = await theirs.routes()
+    report = (
+        "mutation($d: ID!) { reportRouteHealth(input: {routeId: $d, status: HEALTHY" + extra + "}) { __typename } }"
+    )
+    missing = str(uuid.uuid4())
+    before = await snapshot(db)
+
+    answered = await post(secure, report, bearer(**OPERATOR), d=route.id)
+    nothing = await post(secure, report, bearer(**OPERATOR), d=missing)
+
+    assert json.dumps(answered).replace(route.id, "ID") == json.dumps(nothing).replace(missing, "ID")
+    assert await snapshot(db) == before
