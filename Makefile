@@ -28,7 +28,7 @@ lint: $(BIN)/switchover
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# On demand, not in CI: writes bench/RESULTS.md and the plots (about 5 minutes; see bench/README.md).
+# On demand, not in CI: writes bench/RESULTS.md (about 5 minutes; see bench/README.md).
 bench: $(BIN)/switchover
 	bench/run.sh
 

@@ -32,11 +32,13 @@ async def deployment_events_source(
         deployment_id = parse_id(deployment_id, "deploymentId")
         if await ctx.readable(await ctx.load(reads.deployments_by_ids, deployment_id)) is None:
             raise does_not_exist("deployment", deployment_id)
-    project_ids = readable_projects(ctx.principal)  # also filters the deployment's events: roles may not read it
+    readable = readable_projects(ctx.principal)
+    project_ids = readable  # also filters the deployment's events
     if project_id is not None:
         require_read(ctx.principal, parse_id(project_id, "projectId"))
         project_ids = [parse_id(project_id, "projectId")]
-    start = await events.position_of(ctx.db, None if after is None else parse_id(after, "after"))
+    # An event id of a project the caller may not read is refused as one that is no event.
+    start = await events.position_of(ctx.db, None if after is None else parse_id(after, "after"), project_ids=readable)
     async for event in events.events(
         ctx.db, str(ctx.db.url), deployment_id=deployment_id, project_ids=project_ids, after_seq=start
     ):

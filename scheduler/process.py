@@ -3,9 +3,9 @@ SIGINT.
 
 Stopping takes a few seconds at most, whatever the database does: the passes in progress get `SHUTDOWN_GRACE_SECONDS`
 to finish (a step's transaction commits or rolls back); past that, their connections are closed under them (the
-server rolls their transactions back) and they are cancelled. With the process runtime, a scheduler told to stop
-stops the replicas it started; one that dies without being told (SIGKILL, a crash) leaves them running, and the next
-scheduler adopts them (`scheduler/process_runtime.py`).
+server rolls their transactions back) and they are cancelled. With the process runtime, the replicas keep serving
+whether the scheduler was told to stop or died (SIGKILL, a crash): the next scheduler adopts them
+(`scheduler/process_runtime.py`). Whoever wants them gone too (the demo) stops them itself.
 """
 
 import asyncio
@@ -101,7 +101,6 @@ async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Even
         healthy_after=settings.healthy_after,
         unhealthy_after=settings.unhealthy_after,
     )
-    replicas: ProcessRuntime | None = None
     loops = [
         run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop, workers=settings.scheduler_workers),
         every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
@@ -110,12 +109,9 @@ async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Even
         replicas = ProcessRuntime(db, stop_grace_seconds=settings.stop_grace_seconds)
         loops.append(every(min(0.5, settings.health_interval_seconds), replicas.run_once, stop=stop, name="runtime"))
     log.info("scheduler started (runtime %s, poll interval %.2f s)", settings.runtime, settings.poll_interval_seconds)
-    tasks = [asyncio.create_task(c) for c in loops]
-    failure: BaseException | None = None
+    tasks = [asyncio.create_task(c) for c in loops]  # each catches its own failures and runs until `stop`
     try:
-        await _until_stopped_or_failed(tasks, stop)
-        failure = _failure(tasks)  # only a loop that ended before the stop: those stopped later may fail on the way
-        stop.set()
+        await stop.wait()
         _, busy = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
         if busy:
             log.warning(
@@ -125,31 +121,9 @@ async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Even
             )
     finally:
         stop.set()
-        try:
-            await db.disconnect()  # bounded (store.database.Store): closes connections still in use under their users
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
-            await checker.aclose()
-        finally:
-            if replicas is not None:
-                await replicas.stop_replicas_started_here()
+        await db.disconnect()  # bounded (store.database.Store): closes connections still in use under their users
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+        await checker.aclose()
     log.info("scheduler stopped")
-    if failure is not None:
-        raise failure  # a loop died: the process exits with its error, not 0, for its supervisor to restart it
-
-
-def _failure(tasks: list[asyncio.Task[None]]) -> BaseException | None:
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            return task.exception()
-    return None
-
-
-async def _until_stopped_or_failed(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
-    """Until `stop` is set or a loop ends on its own (an error every loop should have caught)."""
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()

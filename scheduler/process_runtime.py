@@ -3,13 +3,11 @@
 State lives in the database (`runtime_ref` = the pid, `endpoint_url`) and in the operating system, not in this
 object, so a restarted scheduler adopts the replicas that are still running instead of starting them again.
 
-Replicas run in sessions of their own, so a terminal's Ctrl-C does not reach them: a scheduler told to stop (SIGTERM,
-SIGINT) stops the replicas it started itself (`stop_replicas_started_here`), leaving their routes as they are in the
-database; the next scheduler finds them gone and restarts them in place. A scheduler that dies without being told
-(SIGKILL, a crash, a lost machine) cannot: its replicas keep serving, and the next scheduler adopts them.
+Replicas run in sessions of their own, so a terminal's Ctrl-C does not reach them, and a scheduler that stops (told
+to, or not) leaves them serving: a scheduler restart is no outage, and the next scheduler adopts them. Whoever wants
+them gone as well stops them itself (the demo kills every process of its run).
 """
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -154,21 +152,8 @@ class ProcessRuntime:
         with contextlib.suppress(InvalidState):  # someone else reported it first
             await route_health.report_route_health(self.db, route_id, status, actor=ACTOR)
 
-    async def stop_replicas_started_here(self) -> None:
-        """SIGTERM to every replica this object started, SIGKILL to those still running after the stop grace."""
-        if self.children:
-            log.info("stopping the %d replicas started here", len(self.children))
-        for pid in self.children:
-            self._signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace_seconds
-        self._reap()
-        while self.children and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            self._reap()
-        self.stop_all_started_here()
-
     def stop_all_started_here(self) -> None:
-        """Kill the replicas this object started (and wait for them): for tests, and past the stop grace."""
+        """For tests: kill the replicas this object started, and wait for them."""
         for pid in list(self.children):
             self._signal(pid, signal.SIGKILL)
         for process in self.children.values():

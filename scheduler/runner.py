@@ -11,7 +11,7 @@ from databases import Database
 
 from scheduler.decisions import Decision, Outcome
 from scheduler.table import IDLE, Transition, transition_for
-from store import history, rollouts, scheduling, transitions
+from store import deployment_state, history, rollouts, scheduling
 from store.errors import StoreError
 from store.models import Deployment
 
@@ -112,7 +112,7 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
             await history.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
             await scheduling.wait(db, deployment, until=decision.recheck_at)
         else:
-            await transitions.move(
+            await deployment_state.move(
                 db,
                 deployment,
                 to_state,

@@ -79,6 +79,11 @@ class Store(Database):
 
     close_timeout: float = 2.0  # by then, connections still in use belong to tasks stuck on a silent database
 
+    def __init__(self, url: str, *, force_rollback: bool = False, **options: Any) -> None:
+        if force_rollback:  # it shares one connection among tasks, which `on_connection` relies on never happening
+            raise ValueError("the store gives each task a connection of its own: force_rollback is not supported")
+        super().__init__(url, **options)
+
     @contextlib.asynccontextmanager
     async def transaction(self, **options: Any) -> AsyncIterator[None]:  # type: ignore[override]
         """One transaction (a savepoint when nested) of this task's connection; `options` are asyncpg's

@@ -7,10 +7,10 @@ import asyncpg
 from databases import Database
 
 from store import history, records, validation
+from store.deployment_state import Projects, lock_at_rest, lock_deployment, move, notify
 from store.errors import Conflict, InvalidState
 from store.models import Deployment, DeploymentLifecycle, Revision, Strategy
 from store.queries import QUERIES
-from store.transitions import Projects, lock_at_rest, lock_deployment, move, notify
 
 
 async def create_deployment(

@@ -30,11 +30,13 @@ def _event(row: object) -> Event:
     return Event(entry.id, entry.deployment_id, str(row["project_id"]), entry)  # type: ignore[index]
 
 
-async def position_of(db: Database, event_id: str | None) -> int:
-    """The history position an event id stands for (0: from the start)."""
+async def position_of(db: Database, event_id: str | None, *, project_ids: Sequence[str] | None) -> int:
+    """The history position an event id stands for (0: from the start); an event of a project outside `project_ids`
+    is refused as an id that is no event."""
     if event_id is None:
         return 0
-    seq = await db.fetch_val(QUERIES["history_seq_of"], {"id": event_id})
+    values = {"id": event_id, "project_ids": None if project_ids is None else list(project_ids)}
+    seq = await db.fetch_val(QUERIES["history_seq_of"], values)
     if seq is None:
         raise BadUserInput(f"after {event_id!r} is not an event id; pass the id of an event you received")
     return seq

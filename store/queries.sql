@@ -338,7 +338,9 @@ RETURNING *
 -- Events: history rows as subscribers see them.
 
 -- name: history_seq_of
-SELECT seq FROM deployment_history WHERE id = :id
+-- An event of a project outside :project_ids is not found: the caller may not read it.
+SELECT h.seq FROM deployment_history h JOIN deployments d ON d.id = h.deployment_id
+WHERE h.id = :id AND (CAST(:project_ids AS uuid[]) IS NULL OR d.project_id = ANY(CAST(:project_ids AS uuid[])))
 
 -- name: history_events
 -- History rows after a position, of one deployment, of some projects, or of all (NULL filters), oldest first.

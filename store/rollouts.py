@@ -7,20 +7,7 @@ from datetime import datetime
 from databases import Database
 
 from store import history, records, validation
-from store.errors import Conflict, InvalidState, NotFound
-from store.models import (
-    LIVE_ROUTE_STATUSES,
-    Deployment,
-    DeploymentLifecycle,
-    DeploymentStrategyType,
-    Promotion,
-    Revision,
-    Route,
-    RouteStatus,
-    RouteTrafficStatus,
-)
-from store.queries import QUERIES
-from store.transitions import (
+from store.deployment_state import (
     AWAITING_PROMOTION,
     DEPLOYING,
     ROLLING_BACK,
@@ -34,6 +21,19 @@ from store.transitions import (
     revision_numbers,
     state_of,
 )
+from store.errors import Conflict, InvalidState, NotFound
+from store.models import (
+    LIVE_ROUTE_STATUSES,
+    Deployment,
+    DeploymentLifecycle,
+    DeploymentStrategyType,
+    Promotion,
+    Revision,
+    Route,
+    RouteStatus,
+    RouteTrafficStatus,
+)
+from store.queries import QUERIES
 
 
 async def deploy_revision(

@@ -3,10 +3,10 @@
 from databases import Database
 
 from store import history, records, validation
+from store.deployment_state import Projects, lock_deployment, notify
 from store.errors import InvalidState, does_not_exist
 from store.models import Route, RouteStatus, RouteTrafficStatus
 from store.queries import QUERIES
-from store.transitions import Projects, lock_deployment, notify
 
 # Health an orchestrator may report; TERMINATING is the control plane's decision, never a report.
 REPORTABLE_STATUSES = frozenset(

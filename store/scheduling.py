@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from databases import Database
 
-from store import history, records, transitions
+from store import deployment_state, history, records
 from store.models import Deployment, Route, SchedulingResult
 from store.queries import QUERIES
 
@@ -26,7 +26,7 @@ async def claim_due(db: Database) -> Claim | None:
     if row is None:
         return None
     deployment = records.deployment(row)
-    return Claim(deployment, await transitions.lock_routes(db, deployment.id), row["database_now"])
+    return Claim(deployment, await deployment_state.lock_routes(db, deployment.id), row["database_now"])
 
 
 async def claim(db: Database, deployment_id: str) -> Claim | None:
@@ -35,7 +35,7 @@ async def claim(db: Database, deployment_id: str) -> Claim | None:
     if row is None:
         return None
     deployment = records.deployment(row)
-    return Claim(deployment, await transitions.lock_routes(db, deployment.id), row["database_now"])
+    return Claim(deployment, await deployment_state.lock_routes(db, deployment.id), row["database_now"])
 
 
 async def change_routes(

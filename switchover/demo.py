@@ -7,8 +7,8 @@ every request was answered: first by revision 1, then by revision 2. Every proce
 also on Ctrl-C.
 
 A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the demo and its three services stop at
-once. Each service stops cleanly on it (the scheduler stops the replicas it started, which run in sessions of their
-own); the demo, whatever SIGINT disposition it inherited, cleans up and exits, and kills any replica still left.
+once. Each service stops cleanly on it; the replicas, in sessions of their own, keep serving (a scheduler restart is
+no outage); the demo, whatever SIGINT disposition it inherited, cleans up, kills every replica of its run and exits.
 """
 
 import argparse
@@ -91,8 +91,8 @@ class Services:
                 )
 
     def stop(self) -> None:
-        """SIGTERM to each service (the scheduler then stops its replicas), SIGKILL to any still running after
-        `STOP_WAIT_SECONDS`, then SIGKILL to any replica of this run still left (a scheduler that was killed)."""
+        """SIGTERM to each service, SIGKILL to any still running after `STOP_WAIT_SECONDS`, then SIGKILL to the
+        replicas of this run (a scheduler leaves them serving, for the next one to adopt)."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -2,13 +2,15 @@
 
 import asyncio
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import websockets
 
-from store import rollouts
+from store import events, rollouts
 from store.errors import InvalidState
 from store.models import RouteStatus
 from switchover.app import create_app
@@ -155,14 +157,45 @@ async def test_events_need_a_token_when_the_server_requires_one(scenario: Scenar
 
 
 async def test_a_token_without_a_role_receives_no_events_of_the_projects_it_lists(
-    scenario: Scenario, db: Any, database_url: str
+    scenario: Scenario, db: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await scenario.given_deployment(replicas=1)  # its `create` event would come first, from the catch-up read
+    await scenario.given_deployment(replicas=1)
+    asked: list[dict[str, Any]] = []
+    real_events = events.events
+
+    def watched(*args: Any, **filters: Any) -> Any:  # the real stream, its filters noted
+        asked.append(filters)
+        return real_events(*args, **filters)
+
+    monkeypatch.setattr(events, "events", watched)
     app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
     roleless = {"authorization": f"Bearer {token(sub='nora', roles=[], projects=[scenario.project_id])}"}
     async with serving(app) as url:
-        async for sub in subscribe(url, {}, init=roleless):
-            await scenario.add_revision()
-            # Proving that nothing comes needs a bound: the catch-up alone would have answered within milliseconds.
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(sub.connection.recv(), 1.5)
+        async for _ in subscribe(url, {}, init=roleless):
+            deadline = time.monotonic() + 10
+            while not asked:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+
+    assert asked[0]["project_ids"] == []  # the same rule as queries: no role, no project
+
+
+async def test_resuming_after_an_event_of_another_project_answers_as_an_unknown_event(
+    scenario: Scenario, db: Any, database_url: str
+) -> None:
+    await scenario.given_deployment(replicas=1)
+    theirs = Scenario(db)
+    await theirs.given_deployment(replicas=1)
+    [their_event] = [row[0] for row in await db.fetch_all(
+        "SELECT id::text FROM deployment_history WHERE deployment_id = :d", {"d": theirs.id}
+    )]  # fmt: skip
+    unknown = str(uuid.uuid4())
+    viewer = {"authorization": f"Bearer {token(sub='val', roles=['viewer'], projects=[scenario.project_id])}"}
+    app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
+    answers = []
+    async with serving(app) as url:
+        for after in (their_event, unknown):
+            async for sub in subscribe(url, {"after": after}, init=viewer):
+                answers.append(json.dumps((await sub.next())["payload"]).replace(after, "ID"))
+
+    assert answers[0] == answers[1] and "BAD_USER_INPUT" in answers[0]

@@ -121,7 +121,7 @@ def start_scheduler(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-async def test_a_scheduler_process_told_to_stop_stops_the_replicas_it_started(
+async def test_a_scheduler_told_to_stop_leaves_its_replicas_serving_for_the_next_one_to_adopt(
     scenario: Scenario, database_url: str, tmp_path: Path, signum: signal.Signals
 ) -> None:
     env = {
@@ -132,26 +132,38 @@ async def test_a_scheduler_process_told_to_stop_stops_the_replicas_it_started(
         "SWITCHOVER_HEALTH_INTERVAL": "0.2",
         "SWITCHOVER_STOP_GRACE": "2",
     }
-    scheduler = start_scheduler(env, tmp_path / "scheduler.log")
-    replicas: list[tuple[int, str]] = []
+    schedulers = [start_scheduler(env, tmp_path / "scheduler.log")]
+    started: list[tuple[int, str]] = []
     try:
         await scenario.given_deployment(replicas=2)
         await scenario.deploy()
-        deadline = time.monotonic() + 30
-        while await scenario.state() != "READY":
-            assert time.monotonic() < deadline, await scenario.history()
-            await asyncio.sleep(0.1)
-        replicas = [(pid_of(r), r.id) for r in await scenario.routes()]
-        assert all(replica_alive(pid, route_id) for pid, route_id in replicas)
+        await until_state(scenario, "READY")
+        blue = {r.id: r.runtime_ref for r in await scenario.routes()}
+        started = [(pid_of(r), r.id) for r in await scenario.routes()]
 
-        scheduler.send_signal(signum)
+        schedulers[0].send_signal(signum)
+        assert await asyncio.to_thread(schedulers[0].wait, 15) == 0
+        assert all(replica_alive(pid, route_id) for pid, route_id in started)  # a restart is no outage
 
-        assert await asyncio.to_thread(scheduler.wait, 15) == 0
-        assert [pid for pid, route_id in replicas if replica_alive(pid, route_id)] == []
+        schedulers.append(start_scheduler(env, tmp_path / "scheduler.log"))
+        await scenario.deploy()  # work that takes the new scheduler's runtime through many passes
+        await until_state(scenario, "DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
+        started += [(pid_of(r), r.id) for r in await scenario.routes(revision=2)]
+        kept = await scenario.routes(revision=1)
+        assert {r.id: r.runtime_ref for r in kept} == blue  # adopted, not restarted
+        assert [(r.status, r.traffic_status) for r in kept] == [(RouteStatus.HEALTHY, RouteTrafficStatus.ACTIVE)] * 2
     finally:
-        if scheduler.poll() is None:
-            scheduler.kill()
-            scheduler.wait()
-        for pid, route_id in replicas:  # never leave a replica behind, whatever failed
+        for scheduler in schedulers:
+            if scheduler.poll() is None:
+                scheduler.kill()
+                scheduler.wait()
+        for pid, route_id in started:  # never leave a replica behind, whatever failed
             if replica_alive(pid, route_id):
                 psutil.Process(pid).kill()
+
+
+async def until_state(scenario: Scenario, state: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while await scenario.state() != state:
+        assert time.monotonic() < deadline, await scenario.history()
+        await asyncio.sleep(0.1)

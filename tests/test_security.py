@@ -250,9 +250,14 @@ async def test_metrics_count_requests(client: httpx.AsyncClient) -> None:
         # Bad input as well: refused at the same point as for an unknown id (the store does not find the record).
         'mutation($d: ID!) { addRevision(input: {deploymentId: $d, image: "not an image"}) { revision { number } } }',
         "mutation($d: ID!) { scaleDeployment(input: {deploymentId: $d, replicas: 0}) { deployment { id } } }",
+        "mutation($d: ID!) { rollbackDeployment(input: {deploymentId: $d, reason: \"%s\"}) { deployment { id } } }"
+        % ("x" * 1001),
+        'mutation($d: ID!) { deployRevision(input: {deploymentId: $d, revisionId: "nope"}) { deployment { id } } }',
+        'mutation($d: ID!) { promoteDeployment(input: {deploymentId: $d, expectedRevisionId: "nope"}) { dryRun } }',
     ],
     ids=["deployment", "revision", "entity-deployment", "entity-revision", "add", "promote", "rollback", "scale",
-         "destroy", "add-bad-image", "scale-to-zero"],
+         "destroy", "add-bad-image", "scale-to-zero", "rollback-long-reason", "deploy-bad-revision",
+         "promote-bad-expected"],
 )  # fmt: skip
 async def test_a_record_of_another_project_answers_exactly_as_one_that_does_not_exist(
     secure: httpx.AsyncClient, db: Any, two_projects: dict[str, Any], query: str
