@@ -4,7 +4,7 @@ from ariadne import EnumType, load_schema_from_path
 from ariadne.contrib.federation import make_federated_schema
 from graphql import GraphQLSchema
 
-from resolvers.entities import deployment_type, project_type, revision_type, route_type
+from resolvers.entities import analysis_run_type, deployment_type, project_type, revision_type, route_type
 from resolvers.limits import cap_entities
 from resolvers.mutation import mutation
 from resolvers.query import query
@@ -22,6 +22,9 @@ ENUMS = [
         models.RouteTrafficStatus,
         models.DeploymentStrategyType,
         models.SchedulingResult,
+        models.MetricProvider,
+        models.AnalysisRunKind,
+        models.AnalysisPhase,
     )
 ]
 
@@ -39,6 +42,7 @@ def make_schema(*, max_representations: int = 100) -> GraphQLSchema:
         revision_type,
         route_type,
         project_type,
+        analysis_run_type,
         subscription,
         event_type,
         datetime_scalar,

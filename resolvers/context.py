@@ -55,6 +55,8 @@ class Context:
     auth_error: Unauthenticated | None = None
     # An HTTP response may carry JSON built by PostgreSQL as is (resolvers/planner.py); a websocket message may not.
     plain_json: bool = False
+    # Whether PROMETHEUS metric checks can run (SWITCHOVER_PROMETHEUS_URL is set): refused up front otherwise.
+    prometheus: bool = False
     loaders: dict[Fetch, DataLoader] = field(default_factory=dict)
     _now: datetime | None = None
 

@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Any
 
+from ariadne import ObjectType
 from ariadne.contrib.federation import FederatedObjectType
 from graphql import GraphQLResolveInfo
 
@@ -13,8 +14,11 @@ from scheduler import deadlines
 from scheduler.diagnosis import WaitingFor, waiting_for
 from store import reads
 from store.models import (
+    AnalysisRun,
+    AnalysisRunKind,
     Deployment,
     DeploymentLifecycle,
+    Measurement,
     Page,
     Revision,
     Route,
@@ -27,6 +31,7 @@ deployment_type = FederatedObjectType("Deployment")
 revision_type = FederatedObjectType("Revision")
 route_type = FederatedObjectType("Route")
 project_type = FederatedObjectType("Project")
+analysis_run_type = ObjectType("AnalysisRun")
 
 
 @deployment_type.reference_resolver
@@ -69,11 +74,19 @@ async def resolve_deploying_revision(deployment: Deployment, info: GraphQLResolv
 
 @deployment_type.field("waitingFor")
 async def resolve_waiting_for(deployment: Deployment, info: GraphQLResolveInfo) -> WaitingFor | None:
-    if deployment.lifecycle is not DeploymentLifecycle.DEPLOYING:
+    spec = deployment.strategy.blue_green_spec
+    if deployment.lifecycle is not DeploymentLifecycle.DEPLOYING and not (
+        deployment.lifecycle is DeploymentLifecycle.READY and spec.post_promotion_analysis is not None
+    ):
         return None
     ctx = context(info)
     routes = await ctx.load(reads.routes_of_deployments, deployment.id, statuses=None, traffic_status=None)
-    return waiting_for(deployment, routes, await ctx.now())
+    runs: dict[AnalysisRunKind, AnalysisRun] = {}
+    if spec.pre_promotion_analysis is not None or spec.post_promotion_analysis is not None:
+        judged = deployment.deploying_revision_id or deployment.current_revision_id
+        latest = await ctx.load(reads.latest_analysis_runs, deployment.id)
+        runs = {AnalysisRunKind(k): r for k, r in (latest or {}).items() if r.revision_id == judged}
+    return waiting_for(deployment, routes, await ctx.now(), runs)
 
 
 @deployment_type.field("nextActionAt")
@@ -99,6 +112,28 @@ async def resolve_routes(
     return await context(info).load(
         reads.routes_of_deployments, deployment.id, statuses=status, traffic_status=traffic_status
     )
+
+
+@deployment_type.field("analysisRuns")
+async def resolve_analysis_runs(
+    deployment: Deployment, info: GraphQLResolveInfo, first: int | None = None, after: str | None = None
+) -> dict[str, Any]:
+    page = await context(info).load(reads.analysis_run_pages, deployment.id, first=first, after=after)
+    return connection(page)
+
+
+@analysis_run_type.field("revision")
+async def resolve_analysis_run_revision(run: AnalysisRun, info: GraphQLResolveInfo) -> Revision:
+    return await context(info).load(reads.revisions_by_ids, run.revision_id)
+
+
+@analysis_run_type.field("measurements")
+async def resolve_measurements(run: AnalysisRun, info: GraphQLResolveInfo) -> list[Measurement]:
+    return await context(info).load(reads.measurements_of_runs, run.id)
+
+
+analysis_run_type.set_alias("passedChecks", "passed")
+analysis_run_type.set_alias("failedChecks", "failed")
 
 
 @deployment_type.field("history")

@@ -3,26 +3,53 @@
 from typing import Any
 
 from store.errors import BadUserInput
-from store.models import BlueGreenSpec, DeploymentStrategyType, IntOrPercent, RollingUpdateSpec, Strategy
+from store.models import (
+    AnalysisSpec,
+    BlueGreenSpec,
+    DeploymentStrategyType,
+    IntOrPercent,
+    MetricCheck,
+    MetricProvider,
+    RollingUpdateSpec,
+    Strategy,
+)
 
 
 def _given(spec: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (spec or {}).items() if v is not None}
 
 
+def analysis(value: dict[str, Any], field: str, *, prometheus: bool) -> AnalysisSpec:
+    """An AnalysisSpecInput; omitted settings take the SPEC's defaults."""
+    metrics = tuple(MetricCheck(**{**m, "provider": MetricProvider(m["provider"])}) for m in value["metrics"])
+    for i, metric in enumerate(metrics):
+        if metric.provider is MetricProvider.PROMETHEUS and not prometheus:
+            raise BadUserInput(
+                f"{field}.metrics[{i}] is a PROMETHEUS check, but this server has no SWITCHOVER_PROMETHEUS_URL: "
+                "set it, or use a BUILTIN or WEB check"
+            )
+    return AnalysisSpec(**{**_given(value), "metrics": metrics})
+
+
 def int_or_percent(value: dict[str, Any]) -> IntOrPercent:
     return IntOrPercent(count=value.get("count"), percent=value.get("percent"))
 
 
-def strategy(value: dict[str, Any]) -> Strategy:
-    """A strategy from its input; fields left out take the SPEC's defaults."""
+def strategy(value: dict[str, Any], *, prometheus: bool) -> Strategy:
+    """A strategy from its input; fields left out take the SPEC's defaults. `prometheus`: whether PROMETHEUS checks
+    can run on this installation (SWITCHOVER_PROMETHEUS_URL)."""
     kind = DeploymentStrategyType(value["type"])
     if kind is DeploymentStrategyType.ROLLING and value.get("blue_green") is not None:
         raise BadUserInput("strategy.blueGreen is only for type BLUE_GREEN; remove it or set type: BLUE_GREEN")
     if kind is DeploymentStrategyType.BLUE_GREEN and value.get("rolling_update") is not None:
         raise BadUserInput("strategy.rollingUpdate is only for type ROLLING; remove it or set type: ROLLING")
     base = Strategy(type=kind)
-    blue_green = BlueGreenSpec(**{**base.blue_green_spec.__dict__, **_given(value.get("blue_green"))})
+    given = _given(value.get("blue_green"))
+    for field, name in (("pre_promotion_analysis", "prePromotionAnalysis"),
+                        ("post_promotion_analysis", "postPromotionAnalysis")):  # fmt: skip
+        if field in given:
+            given[field] = analysis(given[field], f"strategy.blueGreen.{name}", prometheus=prometheus)
+    blue_green = BlueGreenSpec(**{**base.blue_green_spec.__dict__, **given})
     rolling = _given(value.get("rolling_update"))
     rolling_update = RollingUpdateSpec(
         max_surge=int_or_percent(rolling["max_surge"])

@@ -25,7 +25,7 @@ async def resolve_create_deployment(_: None, info: GraphQLResolveInfo, input: di
         project_id=project_id,
         name=input["name"],
         replicas=input["replicas"],
-        strategy=inputs.strategy(input["strategy"]),
+        strategy=inputs.strategy(input["strategy"], prometheus=ctx.prometheus),
         actor=ctx.actor,
     )
     return {"deployment": created}
@@ -68,6 +68,7 @@ async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: d
         projects=ctx.readable_projects,
         expected_revision_id=input.get("expected_revision_id"),
         dry_run=bool(input.get("dry_run")),
+        skip_analysis=bool(input.get("skip_analysis")),
     )
 
 
@@ -110,7 +111,7 @@ async def resolve_update_deployment_strategy(
     deployment = await deployments.change_strategy(
         ctx.db,
         input["deployment_id"],
-        inputs.strategy(input["strategy"]),
+        inputs.strategy(input["strategy"], prometheus=ctx.prometheus),
         actor=ctx.actor,
         projects=ctx.readable_projects,
     )

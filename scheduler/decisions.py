@@ -4,7 +4,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from store.models import SchedulingResult
+from store.models import AnalysisRunKind, SchedulingResult
 
 
 class Outcome(enum.Enum):
@@ -23,9 +23,12 @@ class Actions:
     create_revision_id: str | None = None
     terminate: tuple[str, ...] = ()  # route ids to stop
     traffic: tuple[str, ...] = ()  # route ids that share the traffic equally afterwards
-    promote: bool = False  # the blue-green switch (store.rollouts.switch_traffic, as promoteDeployment makes it)
+    promote: bool = False  # the blue-green switch (store.rollouts.promote_locked, as promoteDeployment makes it)
+    start_analysis: AnalysisRunKind | None = None  # a run of the deployment's spec of that kind (its own history)
+    revert: bool = False  # back to the previous revision, kept warm (store.rollouts.revert_traffic; its own history)
 
     def __bool__(self) -> bool:
+        """Whether routes change (the step's history row says how)."""
         return bool(self.create_routes or self.terminate or self.traffic or self.promote)
 
 

@@ -5,8 +5,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from scheduler.deadlines import auto_promotion_due, promotion_deadline, provisioning_deadline
-from scheduler.handlers import of_revision
-from store.models import Deployment, DeploymentLifecycle, DeploymentLifecycleSubStep, DeploymentStrategyType, Route
+from scheduler.handlers import NO_RUNS, Runs, of_revision
+from store.analysis import WORDS
+from store.models import (
+    AnalysisPhase,
+    AnalysisRun,
+    Deployment,
+    DeploymentLifecycle,
+    DeploymentLifecycleSubStep,
+    DeploymentStrategyType,
+    Route,
+)
 from store.models import RouteStatus as S
 
 S_SUB = DeploymentLifecycleSubStep
@@ -27,7 +36,19 @@ def _unhealthy(routes: Sequence[Route]) -> str:
     return "".join(f"; route {r.id} {r.status} since {_at(r.updated_at)}" for r in worst[:3])
 
 
-def waiting_for(deployment: Deployment, routes: Sequence[Route], now: datetime) -> WaitingFor | None:
+def _analysis(run: AnalysisRun) -> WaitingFor:
+    when = f"; next check at {_at(run.next_check_at)}" if run.next_check_at else ""
+    return WaitingFor("ANALYSIS", f"{WORDS[run.kind]} running: {run.passed + run.failed} of {run.spec.count} checks "
+                      f"taken, {run.failed} failed (at most {run.spec.failure_limit}){when}")  # fmt: skip
+
+
+def waiting_for(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS
+) -> WaitingFor | None:
+    running = [r for r in runs.values() if r.phase is AnalysisPhase.RUNNING]
+    if deployment.lifecycle is DeploymentLifecycle.READY:
+        # A post-promotion analysis holds the old routes warm: the one thing a READY deployment waits for.
+        return _analysis(running[0]) if running else None
     if deployment.lifecycle is not DeploymentLifecycle.DEPLOYING:
         return None
     new = of_revision(routes, deployment.deploying_revision_id)
@@ -51,6 +72,8 @@ def waiting_for(deployment: Deployment, routes: Sequence[Route], now: datetime) 
     if healthy < replicas:
         return WaitingFor("ROUTES_NOT_HEALTHY", f"{healthy} of {replicas} green routes healthy{_unhealthy(new)}; "
                           f"promotion needs all of them; {timeout}")  # fmt: skip
+    if running:
+        return _analysis(running[0])
     promote_at = auto_promotion_due(deployment)
     if promote_at is not None:
         if now < promote_at:

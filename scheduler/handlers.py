@@ -3,7 +3,7 @@
 `routes` are the deployment's routes that are not TERMINATED, oldest first; `now` is the database's clock.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from scheduler.deadlines import (
@@ -15,13 +15,19 @@ from scheduler.deadlines import (
 from scheduler.decisions import Actions, Decision, Outcome
 from store.models import (
     LIVE_ROUTE_STATUSES,
+    AnalysisPhase,
+    AnalysisRun,
+    AnalysisRunKind,
     Deployment,
     DeploymentStrategyType,
     Route,
     RouteStatus,
     RouteTrafficStatus,
 )
+from store.rollouts import previous_routes
 
+Runs = Mapping[AnalysisRunKind, AnalysisRun]  # the newest run of each kind of the revision being judged
+NO_RUNS: Runs = {}
 FAILED = frozenset({RouteStatus.FAILED_TO_START, RouteStatus.UNHEALTHY})
 SERVING = frozenset({RouteStatus.HEALTHY, RouteStatus.DEGRADED})
 # Which routes go first when some must: the least useful, oldest first among equals.
@@ -78,7 +84,9 @@ def earliest(*times: datetime | None) -> datetime | None:
     return min((t for t in times if t is not None), default=None)
 
 
-def provision_blue_green(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
+def provision_blue_green(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS
+) -> Decision:
     """Start `replicas` green routes without traffic; succeed once all are HEALTHY."""
     timeout = deployment.strategy.provisioning_timeout_seconds
     deadline = provisioning_deadline(deployment)
@@ -105,7 +113,7 @@ def provision_blue_green(deployment: Deployment, routes: Sequence[Route], now: d
     return Decision(Outcome.WAIT, message, actions, recheck_at=earliest(deadline, next_drain))
 
 
-def await_promotion(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
+def await_promotion(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
     """Promote a first deploy at once, or auto-promote after the delay; roll back after the promotion timeout.
     Meanwhile keep `replicas` green routes (replacing failed ones) and finish draining older blue routes."""
     spec = deployment.strategy.blue_green_spec
@@ -129,6 +137,22 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
             Actions(create_routes=missing, create_revision_id=deployment.deploying_revision_id, terminate=_ids(due)),
             recheck_at=earliest(timeout_at, next_drain),
         )
+    if all_healthy and spec.pre_promotion_analysis is not None:
+        run = runs.get(AnalysisRunKind.PRE_PROMOTION)
+        if run is None:
+            return Decision(Outcome.WAIT, "all green routes healthy: pre-promotion analysis starts",
+                            Actions(terminate=_ids(due), start_analysis=AnalysisRunKind.PRE_PROMOTION),
+                            recheck_at=earliest(timeout_at, next_drain))  # fmt: skip
+        if run.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+            return Decision(
+                Outcome.GIVE_UP,
+                f"pre-promotion analysis {run.phase} ({run.failed} of {run.passed + run.failed} checks failed)",
+                error_code="ANALYSIS_FAILED",
+            )
+        if run.phase is AnalysisPhase.RUNNING:  # its end wakes the deployment
+            future = [t for t in (timeout_at, next_drain) if t is not None and t > now]
+            message = f"drained {len(due)} old route(s) after the scale-down delay" if due else "analysis running"
+            return Decision(Outcome.WAIT, message, Actions(terminate=_ids(due)), recheck_at=min(future, default=None))
     promote_at = auto_promotion_due(deployment)
     if all_healthy and deployment.current_revision_id is None:
         return Decision(Outcome.SUCCESS, "first deploy: nothing to switch from", Actions(promote=True))
@@ -140,7 +164,7 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
     return Decision(Outcome.WAIT, message, Actions(terminate=_ids(due)), recheck_at=min(future, default=None))
 
 
-def roll_back(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
+def roll_back(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
     """Stop every route of the abandoned revision. Blue-green: the old routes kept their traffic throughout.
     Rolling: roll back the same way forward, so that serving never drops below `replicas - maxUnavailable`."""
     if deployment.strategy.type is DeploymentStrategyType.ROLLING and deployment.current_revision_id is not None:
@@ -160,15 +184,23 @@ def roll_back(deployment: Deployment, routes: Sequence[Route], now: datetime) ->
     )
 
 
-def destroy(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
+def destroy(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
     stopping = not_stopping(routes)
     return Decision(Outcome.SUCCESS, f"stopped {len(stopping)} route(s)", Actions(terminate=_ids(stopping)))
 
 
-def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
+def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
     """READY: drain blue routes whose scale-down delay passed, keep `replicas` routes of the current revision,
-    and share the traffic equally among those that serve."""
+    and share the traffic equally among those that serve. While a post-promotion analysis runs, the blue routes stay
+    warm whatever their delay says; when it fails, the promotion is reverted."""
     due, next_drain = scale_downs(routes, now)
+    post = runs.get(AnalysisRunKind.POST_PROMOTION)
+    if post is not None and post.phase is AnalysisPhase.RUNNING:
+        due, next_drain = [], None  # the run's end wakes the deployment
+    elif post is not None and post.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+        if previous_routes(deployment, list(routes)):
+            why = f"post-promotion analysis {post.phase} ({post.failed} of {post.passed + post.failed} checks failed)"
+            return Decision(Outcome.WAIT, why, Actions(revert=True))
     current = [r for r in of_revision(routes, deployment.current_revision_id) if r.terminate_after is None]
     # Live routes of another revision that are not kept warm (left by an abandoned step): nothing needs them.
     strays = [
@@ -273,7 +305,7 @@ def rolling_step(deployment: Deployment, routes: Sequence[Route], target_revisio
     return Decision(Outcome.WAIT, summary if actions else f"waiting: {summary}", actions)
 
 
-def provision_rolling(deployment: Deployment, routes: Sequence[Route], now: datetime) -> Decision:
+def provision_rolling(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
     timeout = deployment.strategy.provisioning_timeout_seconds
     deadline = provisioning_deadline(deployment)
     if now >= deadline:

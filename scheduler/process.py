@@ -19,6 +19,7 @@ from databases import Database
 
 from scheduler.probes import HealthChecker
 from scheduler.process_runtime import ProcessRuntime
+from scheduler.providers import Providers
 from scheduler.runner import run_once
 from store import notifications
 from switchover.settings import Settings
@@ -28,7 +29,15 @@ SHUTDOWN_GRACE_SECONDS = 5.0  # a pass takes milliseconds; one still running aft
 DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Event, workers: int = 4) -> None:
+async def run(
+    db: Database,
+    url: str,
+    *,
+    poll_interval: float,
+    stop: asyncio.Event,
+    workers: int = 4,
+    providers: Providers | None = None,
+) -> None:
     """Run until `stop` is set; the step in progress always finishes (its transaction commits or rolls back)."""
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
@@ -39,7 +48,7 @@ async def run(db: Database, url: str, *, poll_interval: float, stop: asyncio.Eve
                 if listener is None or listener.is_closed():
                     listener = await notifications.listen(url, lambda _: wake.set())
                 wake.clear()
-                await run_once(db, workers=workers, stop=stop)
+                await run_once(db, workers=workers, stop=stop, providers=providers)
                 failures = 0
             except Exception as exc:
                 # Any failed pass is retried after a pause: a scheduler that stopped scheduling but kept running
@@ -101,8 +110,16 @@ async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Even
         healthy_after=settings.healthy_after,
         unhealthy_after=settings.unhealthy_after,
     )
+    providers = Providers(prometheus_url=settings.prometheus_url, allow_loopback=settings.allow_loopback_urls)
     loops = [
-        run(db, url, poll_interval=settings.poll_interval_seconds, stop=stop, workers=settings.scheduler_workers),
+        run(
+            db,
+            url,
+            poll_interval=settings.poll_interval_seconds,
+            stop=stop,
+            workers=settings.scheduler_workers,
+            providers=providers,
+        ),
         every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
     ]
     if settings.runtime == "process":
@@ -126,4 +143,5 @@ async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Even
             task.cancel()
         await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
         await checker.aclose()
+        await providers.aclose()
     log.info("scheduler stopped")

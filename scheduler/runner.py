@@ -5,15 +5,17 @@
 
 import asyncio
 import logging
-from typing import Any
 
 from databases import Database
 
+from scheduler import analysis
 from scheduler.decisions import Decision, Outcome
+from scheduler.providers import Providers
 from scheduler.table import IDLE, Transition, transition_for
+from store import analysis as analysis_store
 from store import deployment_state, history, rollouts, scheduling
 from store.errors import StoreError
-from store.models import Deployment
+from store.models import AnalysisRunKind, Deployment
 
 log = logging.getLogger("switchover.scheduler")
 
@@ -21,22 +23,39 @@ ACTOR = "scheduler"
 
 
 async def run_once(
-    db: Database, *, max_steps: int = 10_000, workers: int = 1, stop: asyncio.Event | None = None
+    db: Database,
+    *,
+    max_steps: int = 10_000,
+    workers: int = 1,
+    stop: asyncio.Event | None = None,
+    providers: Providers | None = None,
 ) -> int:
-    """Handle due deployments until none is due (or `max_steps`, or `stop`); returns how many steps ran.
+    """Handle due deployments and due analysis checks until none is due (or `max_steps`, or `stop`); returns how
+    many steps ran.
 
     With several `workers`, steps run side by side on their own connections; `SKIP LOCKED` keeps them on different
-    deployments. Each step runs in a task of its own: `databases` binds a connection to the task that used it, and
-    a step that failed on a dead connection must not leave a long-lived task holding that connection.
+    deployments (and checks). Each step runs in a task of its own: `databases` binds a connection to the task that
+    used it, and a step that failed on a dead connection must not leave a long-lived task holding that connection.
+    Without `providers`, checks are measured with a client made for this pass (no Prometheus, no loopback URLs).
     """
     steps = 0
+    own = providers is None
+    measuring = providers or Providers()
 
     async def work() -> None:
         nonlocal steps
-        while steps < max_steps and not (stop and stop.is_set()) and await asyncio.create_task(step(db)):
-            steps += 1
+        while steps < max_steps and not (stop and stop.is_set()):
+            stepped = await asyncio.create_task(step(db))
+            checked = await asyncio.create_task(analysis.step(db, measuring))
+            if not (stepped or checked):
+                return
+            steps += stepped + checked
 
-    await asyncio.gather(*(work() for _ in range(workers)))
+    try:
+        await asyncio.gather(*(work() for _ in range(workers)))
+    finally:
+        if own:
+            await measuring.aclose()
     return steps
 
 
@@ -55,7 +74,7 @@ async def step(db: Database) -> bool:
                     log.error("deployment %s is in a state without a handler", claim.deployment.id)
                 await scheduling.wait(db, claim.deployment, until=None)
                 return True
-            decision = transition.handler(claim.deployment, claim.routes, claim.now)
+            decision = transition.handler(claim.deployment, claim.routes, claim.now, claim.runs)
             await apply(db, claim, transition, decision)
         return True
     except Exception as exc:
@@ -72,6 +91,9 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
     outcome = decision.outcome
     if outcome is Outcome.NEED_RETRY and deployment.attempts >= deployment.strategy.max_retries:
         outcome = Outcome.GIVE_UP
+    if actions.revert:  # alone: the revert moves traffic itself, under the claim's locks
+        await rollouts.revert_traffic(db, deployment, claim.routes, actor=analysis.ACTOR, reason=decision.message)
+        return
     if outcome is not Outcome.GIVE_UP:
         await scheduling.change_routes(
             db,
@@ -81,6 +103,8 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
             terminate=actions.terminate,
             traffic=actions.traffic,
         )
+    if actions.start_analysis is not None:
+        await start_analysis(db, deployment, actions.start_analysis)
 
     if outcome is Outcome.WAIT:
         if actions:
@@ -102,13 +126,12 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
         message = decision.message
         if outcome is Outcome.GIVE_UP and decision.outcome is Outcome.NEED_RETRY:
             message = f"gave up after {deployment.attempts} retries: {decision.message}"
-        next_check: dict[str, Any] = {}
         if outcome is Outcome.SUCCESS and actions.promote:
-            # The promotion's route changes, under the locks of the claim (no route changed since it was taken).
-            switch = await rollouts.switch_traffic(db, deployment, claim.routes)
-            message = switch.message
-            next_check = {"next_check_now": False, "next_check_at": switch.scale_down_at}
-        if to_state is None:
+            assert to_state is not None  # the promotion's target is the table's, like every other transition's
+            # Under the locks of the claim (no route changed since it was taken).
+            await rollouts.promote_locked(db, deployment, claim.routes, actor=ACTOR, to_state=to_state,
+                                          phase=transition.phase)  # fmt: skip
+        elif to_state is None:
             await history.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
             await scheduling.wait(db, deployment, until=decision.recheck_at)
         else:
@@ -122,8 +145,16 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
                 result=outcome.value,
                 error_code=decision.error_code,
                 actor=ACTOR,
-                **next_check,
             )
+
+
+async def start_analysis(db: Database, deployment: Deployment, kind: AnalysisRunKind) -> None:
+    """A run of the deployment's own spec of that kind, on the revision it judges."""
+    spec = deployment.strategy.blue_green_spec
+    if kind is AnalysisRunKind.PRE_PROMOTION and spec.pre_promotion_analysis is not None:
+        assert deployment.deploying_revision_id is not None
+        await analysis_store.start(db, deployment, kind, spec.pre_promotion_analysis,
+                                   deployment.deploying_revision_id, actor=ACTOR)  # fmt: skip
 
 
 async def record_failure(db: Database, deployment: Deployment, exc: Exception) -> None:

@@ -18,7 +18,7 @@ from store.models import (
 )
 from store.rollouts import PROMOTE, PROMOTED
 
-Handler = Callable[[Deployment, Sequence[Route], datetime], Decision]
+Handler = Callable[[Deployment, Sequence[Route], datetime, handlers.Runs], Decision]
 State = tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]
 
 

@@ -71,12 +71,63 @@ class IntOrPercent:
         return math.ceil(exact) if round_up else math.floor(exact)
 
 
+class MetricProvider(enum.StrEnum):
+    BUILTIN = "BUILTIN"
+    PROMETHEUS = "PROMETHEUS"
+    WEB = "WEB"
+
+
+# What the BUILTIN provider measures (from every `switchover proxy`'s figures).
+BUILTIN_METRICS = frozenset({"request-success-rate", "request-duration-p99", "shadow-agreement-rate"})
+
+
+class AnalysisRunKind(enum.StrEnum):
+    PRE_PROMOTION = "PRE_PROMOTION"
+    POST_PROMOTION = "POST_PROMOTION"
+    CANARY_STEP = "CANARY_STEP"
+    BACKGROUND = "BACKGROUND"
+
+
+class AnalysisPhase(enum.StrEnum):
+    RUNNING = "RUNNING"
+    SUCCESSFUL = "SUCCESSFUL"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    """One metric of an analysis: it passes when `min <= value <= max` (a bound left out does not apply)."""
+
+    name: str
+    provider: MetricProvider
+    query: str | None = None
+    url: str | None = None
+    json_path: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """`count` checks, one every `interval_seconds` after `initial_delay_seconds`; more than `failure_limit` failed
+    checks fail the run."""
+
+    metrics: tuple[MetricCheck, ...]
+    interval_seconds: int = 10
+    count: int = 3
+    failure_limit: int = 0
+    initial_delay_seconds: int = 0
+
+
 @dataclass(frozen=True)
 class BlueGreenSpec:
     auto_promote: bool = False
     promote_delay_seconds: int = 0
     promotion_timeout_seconds: int | None = None
     scale_down_delay_seconds: int = 30
+    pre_promotion_analysis: AnalysisSpec | None = None
+    post_promotion_analysis: AnalysisSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +202,36 @@ class Route:
     terminate_after: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass
+class AnalysisRun:
+    id: str
+    seq: int
+    deployment_id: str
+    revision_id: str
+    kind: AnalysisRunKind
+    phase: AnalysisPhase
+    spec: AnalysisSpec
+    passed: int
+    failed: int
+    errors: int
+    next_check_at: datetime | None
+    started_at: datetime
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass
+class Measurement:
+    id: str
+    seq: int
+    run_id: str
+    metric: str
+    value: float | None
+    passed: bool | None  # None: the provider gave no number
+    message: str
+    at: datetime
 
 
 @dataclass

@@ -4,11 +4,11 @@
 INSERT INTO deployments (
     project_id, name, replicas, strategy_type, auto_promote, promote_delay_seconds, promotion_timeout_seconds,
     scale_down_delay_seconds, max_surge_count, max_surge_percent, max_unavailable_count, max_unavailable_percent,
-    provisioning_timeout_seconds, max_retries
+    provisioning_timeout_seconds, max_retries, pre_promotion_analysis, post_promotion_analysis
 ) VALUES (
     :project_id, :name, :replicas, :strategy_type, :auto_promote, :promote_delay_seconds, :promotion_timeout_seconds,
     :scale_down_delay_seconds, :max_surge_count, :max_surge_percent, :max_unavailable_count, :max_unavailable_percent,
-    :provisioning_timeout_seconds, :max_retries
+    :provisioning_timeout_seconds, :max_retries, :pre_promotion_analysis, :post_promotion_analysis
 )
 RETURNING *
 
@@ -280,7 +280,9 @@ SET strategy_type = :strategy_type, auto_promote = :auto_promote, promote_delay_
     promotion_timeout_seconds = :promotion_timeout_seconds, scale_down_delay_seconds = :scale_down_delay_seconds,
     max_surge_count = :max_surge_count, max_surge_percent = :max_surge_percent,
     max_unavailable_count = :max_unavailable_count, max_unavailable_percent = :max_unavailable_percent,
-    provisioning_timeout_seconds = :provisioning_timeout_seconds, max_retries = :max_retries, updated_at = now()
+    provisioning_timeout_seconds = :provisioning_timeout_seconds, max_retries = :max_retries,
+    pre_promotion_analysis = :pre_promotion_analysis, post_promotion_analysis = :post_promotion_analysis,
+    updated_at = now()
 WHERE id = :id
 RETURNING *
 
@@ -314,9 +316,11 @@ WHERE r.status IN ('PROVISIONING', 'HEALTHY', 'UNHEALTHY', 'DEGRADED') AND r.end
 ORDER BY r.seq
 
 -- name: traffic_table
--- Where each live deployment's traffic goes now, by name (the proxy's routing table).
-SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio
-FROM deployments d JOIN routes r ON r.deployment_id = d.id
+-- Where each live deployment's traffic goes now, by name (the proxy's routing table), with the revision each route
+-- serves (the proxy counts what it forwards per revision).
+SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio,
+       r.revision_id, v.number AS revision_number
+FROM deployments d JOIN routes r ON r.deployment_id = d.id JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE' AND r.endpoint_url IS NOT NULL
 ORDER BY d.seq, r.seq
 
@@ -359,3 +363,114 @@ FROM deployment_history h JOIN deployments d ON d.id = h.deployment_id
 WHERE h.seq = :seq
   AND (CAST(:deployment_id AS uuid) IS NULL OR h.deployment_id = CAST(:deployment_id AS uuid))
   AND (CAST(:project_ids AS uuid[]) IS NULL OR d.project_id = ANY(CAST(:project_ids AS uuid[])))
+
+-- Analysis runs (SPEC §6). Lock order as everywhere: the deployment row first, then its runs.
+
+-- name: end_running_analysis
+-- A run of this kind still in progress (of an older revision, or one a person skipped) stops here.
+UPDATE analysis_runs
+SET phase = 'ERROR', next_check_at = NULL, finished_at = now(), updated_at = now()
+WHERE deployment_id = :deployment_id AND kind = :kind AND phase = 'RUNNING'
+RETURNING *
+
+-- name: insert_analysis_run
+INSERT INTO analysis_runs (deployment_id, revision_id, kind, spec, next_check_at)
+VALUES (:deployment_id, :revision_id, :kind, :spec, now() + make_interval(secs => :delay_seconds))
+RETURNING *
+
+-- name: claim_due_analysis
+-- One due check, leased: its next_check_at moves past the lease so that no other scheduler takes it while this one
+-- measures, outside any transaction; a scheduler that dies meanwhile leaves it to the next once the lease ends.
+UPDATE analysis_runs r
+SET next_check_at = now() + make_interval(secs => :lease_seconds), updated_at = now()
+FROM deployments d, revisions v
+WHERE r.id = (
+    SELECT id FROM analysis_runs WHERE next_check_at <= now() ORDER BY next_check_at LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+  AND d.id = r.deployment_id AND v.id = r.revision_id
+RETURNING r.*, d.name AS deployment_name, d.project_id, d.max_retries, v.number AS revision_number
+
+-- name: lock_analysis_run
+SELECT * FROM analysis_runs WHERE id = :id FOR UPDATE
+
+-- name: record_measurements
+INSERT INTO analysis_measurements (run_id, metric, value, passed, message)
+SELECT :run_id, m.metric, m.value, m.passed, m.message
+FROM unnest(CAST(:metrics AS text[]), CAST(:values AS double precision[]), CAST(:verdicts AS boolean[]),
+            CAST(:messages AS text[])) AS m (metric, value, passed, message)
+
+-- name: update_analysis_run
+UPDATE analysis_runs
+SET phase = :phase, passed = :passed, failed = :failed, errors = :errors,
+    next_check_at = CASE WHEN :phase = 'RUNNING' THEN now() + make_interval(secs => :interval_seconds) END,
+    finished_at = CASE WHEN :phase = 'RUNNING' THEN NULL ELSE now() END,
+    updated_at = now()
+WHERE id = :id
+RETURNING *
+
+-- name: analysis_runs_of_revision
+-- The newest run of each kind for one revision of a deployment.
+SELECT DISTINCT ON (kind) * FROM analysis_runs
+WHERE deployment_id = :deployment_id AND revision_id = :revision_id
+ORDER BY kind, seq DESC
+
+-- name: list_analysis_runs_of_deployments
+-- Newest first: the cursor is the `seq` below which the page starts.
+SELECT * FROM (
+    SELECT r.*, row_number() OVER (PARTITION BY deployment_id ORDER BY seq DESC) AS rank
+    FROM analysis_runs r
+    WHERE deployment_id = ANY(CAST(:deployment_ids AS uuid[])) AND seq < :before_seq
+) page
+WHERE rank <= :limit
+ORDER BY deployment_id, seq DESC
+
+-- name: measurements_of_runs
+SELECT * FROM analysis_measurements WHERE run_id = ANY(CAST(:run_ids AS uuid[])) ORDER BY run_id, seq
+
+-- Proxy traffic (SPEC §6 BUILTIN metrics): what every `switchover proxy` forwarded, per revision, in one-second
+-- intervals of the database's clock. A row belongs to one proxy process (proxy_id), which alone writes it.
+
+-- name: current_transaction_id
+-- Asked inside a transaction before its COMMIT, so that a COMMIT whose answer was lost can be looked up afterwards.
+SELECT CAST(pg_current_xact_id() AS text)
+
+-- name: transaction_outcome
+-- 'committed', 'aborted' or 'in progress' (PostgreSQL's own record of a recent transaction).
+SELECT pg_xact_status(CAST(CAST(:xid AS text) AS xid8))
+
+-- name: add_proxy_traffic
+-- Adds one flush's counts of a revision to this proxy's row of the current second (flushes more often than once a
+-- second add up in one row). Bucket arrays add element by element.
+INSERT INTO proxy_traffic AS t
+    (deployment_id, revision_id, interval_start, proxy_id, requests, errors, duration_buckets)
+VALUES (:deployment_id, :revision_id, date_trunc('second', now()), :proxy_id, :requests, :errors,
+        CAST(:duration_buckets AS bigint[]))
+ON CONFLICT (deployment_id, revision_id, interval_start, proxy_id) DO UPDATE
+SET requests = t.requests + EXCLUDED.requests,
+    errors = t.errors + EXCLUDED.errors,
+    duration_buckets = ARRAY(
+        SELECT coalesce(a, 0) + coalesce(b, 0)
+        FROM unnest(t.duration_buckets, EXCLUDED.duration_buckets) WITH ORDINALITY AS u(a, b, i)
+        ORDER BY i
+    )
+
+-- name: revision_figures
+-- A revision's traffic summed over proxies, over the one-second intervals that ended within the last :seconds (and
+-- the one still open), by the database's clock.
+WITH recent AS (
+    SELECT requests, errors, duration_buckets
+    FROM proxy_traffic
+    WHERE deployment_id = :deployment_id AND revision_id = :revision_id
+      AND interval_start + interval '1 second' > now() - make_interval(secs => :seconds)
+)
+SELECT (SELECT CAST(coalesce(sum(requests), 0) AS bigint) FROM recent) AS requests,
+       (SELECT CAST(coalesce(sum(errors), 0) AS bigint) FROM recent) AS errors,
+       ARRAY(
+           SELECT CAST(sum(b) AS bigint) FROM recent, unnest(recent.duration_buckets) WITH ORDINALITY AS u(b, i)
+           GROUP BY i ORDER BY i
+       ) AS duration_buckets
+
+-- name: latest_analysis_runs_of_deployments
+SELECT DISTINCT ON (deployment_id, kind) * FROM analysis_runs
+WHERE deployment_id = ANY(CAST(:deployment_ids AS uuid[]))
+ORDER BY deployment_id, kind, seq DESC

@@ -12,9 +12,11 @@ from databases import Database
 
 from store import records
 from store.models import (
+    AnalysisRun,
     Deployment,
     DeploymentLifecycle,
     HistoryEntry,
+    Measurement,
     Page,
     Revision,
     Route,
@@ -183,6 +185,47 @@ async def history_pages(
     )
     found = [records.history_entry(r) for r in rows]
     return _pages(found, _valid(deployment_ids), lambda h: h.deployment_id, limit, _history_cursor)
+
+
+def _analysis_cursor(r: AnalysisRun) -> str:
+    return encode_cursor("analysis", r.seq)
+
+
+async def analysis_run_pages(
+    db: Database, deployment_ids: Sequence[str], *, first: int | None = None, after: str | None = None
+) -> dict[str, Page[AnalysisRun]]:
+    """Analysis runs, newest first, one page per deployment."""
+    limit = page_size(first)
+    rows = await db.fetch_all(
+        QUERIES["list_analysis_runs_of_deployments"],
+        {
+            "deployment_ids": _valid(deployment_ids),
+            "before_seq": decode_cursor("analysis", after, HISTORY_START),
+            "limit": limit + 1,
+        },
+    )
+    found = [records.analysis_run(r) for r in rows]
+    return _pages(found, _valid(deployment_ids), lambda r: r.deployment_id, limit, _analysis_cursor)
+
+
+async def measurements_of_runs(db: Database, run_ids: Sequence[str]) -> dict[str, list[Measurement]]:
+    """Measurements, oldest first, of each run."""
+    rows = await db.fetch_all(QUERIES["measurements_of_runs"], {"run_ids": _valid(run_ids)})
+    grouped: dict[str, list[Measurement]] = {rid: [] for rid in _valid(run_ids)}
+    for m in map(records.measurement, rows):
+        grouped[m.run_id].append(m)
+    return grouped
+
+
+async def latest_analysis_runs(db: Database, deployment_ids: Sequence[str]) -> dict[str, dict[str, AnalysisRun]]:
+    """The newest run of each kind of each deployment (for `waitingFor`), by deployment id and kind."""
+    rows = await db.fetch_all(
+        QUERIES["latest_analysis_runs_of_deployments"], {"deployment_ids": _valid(deployment_ids)}
+    )
+    grouped: dict[str, dict[str, AnalysisRun]] = {did: {} for did in _valid(deployment_ids)}
+    for run in map(records.analysis_run, rows):
+        grouped[run.deployment_id][run.kind.value] = run
+    return grouped
 
 
 async def database_now(db: Database) -> datetime:

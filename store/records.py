@@ -1,9 +1,14 @@
 """Rows to domain records."""
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from store.models import (
+    AnalysisPhase,
+    AnalysisRun,
+    AnalysisRunKind,
+    AnalysisSpec,
     BlueGreenSpec,
     Deployment,
     DeploymentLifecycle,
@@ -11,6 +16,9 @@ from store.models import (
     DeploymentStrategyType,
     HistoryEntry,
     IntOrPercent,
+    Measurement,
+    MetricCheck,
+    MetricProvider,
     Revision,
     RollingUpdateSpec,
     Route,
@@ -35,10 +43,26 @@ def _sub_step(value: str | None) -> DeploymentLifecycleSubStep | None:
     return DeploymentLifecycleSubStep(value) if value else None
 
 
+def analysis_spec_json(spec: AnalysisSpec | None) -> dict[str, Any] | None:
+    """An analysis spec as the jsonb column holds it (names as in the dataclasses)."""
+    if spec is None:
+        return None
+    return {**dataclasses.asdict(spec), "metrics": [dataclasses.asdict(m) for m in spec.metrics]}
+
+
+def analysis_spec(value: Mapping[str, Any] | None) -> AnalysisSpec | None:
+    if value is None:
+        return None
+    metrics = tuple(MetricCheck(**{**m, "provider": MetricProvider(m["provider"])}) for m in value["metrics"])
+    return AnalysisSpec(**{**value, "metrics": metrics})
+
+
 def strategy_values(strategy: Strategy) -> dict[str, Any]:
     """The columns that hold a strategy."""
     bg, rolling = strategy.blue_green_spec, strategy.rolling_update_spec
     return {
+        "pre_promotion_analysis": analysis_spec_json(bg.pre_promotion_analysis),
+        "post_promotion_analysis": analysis_spec_json(bg.post_promotion_analysis),
         "strategy_type": strategy.type.value,
         "auto_promote": bg.auto_promote,
         "promote_delay_seconds": bg.promote_delay_seconds,
@@ -69,6 +93,8 @@ def deployment(row: Row) -> Deployment:
                 promote_delay_seconds=row["promote_delay_seconds"],
                 promotion_timeout_seconds=row["promotion_timeout_seconds"],
                 scale_down_delay_seconds=row["scale_down_delay_seconds"],
+                pre_promotion_analysis=analysis_spec(row["pre_promotion_analysis"]),
+                post_promotion_analysis=analysis_spec(row["post_promotion_analysis"]),
             ),
             rolling_update_spec=RollingUpdateSpec(
                 max_surge=IntOrPercent(row["max_surge_count"], row["max_surge_percent"]),
@@ -133,4 +159,38 @@ def history_entry(row: Row) -> HistoryEntry:
         actor=row["actor"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def analysis_run(row: Row) -> AnalysisRun:
+    spec = analysis_spec(row["spec"])
+    assert spec is not None
+    return AnalysisRun(
+        id=str(row["id"]),
+        seq=row["seq"],
+        deployment_id=str(row["deployment_id"]),
+        revision_id=str(row["revision_id"]),
+        kind=AnalysisRunKind(row["kind"]),
+        phase=AnalysisPhase(row["phase"]),
+        spec=spec,
+        passed=row["passed"],
+        failed=row["failed"],
+        errors=row["errors"],
+        next_check_at=row["next_check_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def measurement(row: Row) -> Measurement:
+    return Measurement(
+        id=str(row["id"]),
+        seq=row["seq"],
+        run_id=str(row["run_id"]),
+        metric=row["metric"],
+        value=row["value"],
+        passed=row["passed"],
+        message=row["message"],
+        at=row["at"],
     )

@@ -62,6 +62,10 @@ class Destination:
     route_id: str
     endpoint_url: str
     traffic_ratio: float
+    # Whose traffic it is, for the proxy's per-revision counts.
+    deployment_id: str
+    revision_id: str
+    revision_number: int
 
 
 async def traffic_table(db: Database) -> dict[str, list[Destination]]:
@@ -72,6 +76,13 @@ async def traffic_table(db: Database) -> dict[str, list[Destination]]:
         # Names are unique per project only: the oldest live deployment of a name owns the path.
         if owners.setdefault(row["name"], row["deployment_id"]) != row["deployment_id"]:
             continue
-        destination = Destination(str(row["route_id"]), row["endpoint_url"], row["traffic_ratio"])
+        destination = Destination(
+            route_id=str(row["route_id"]),
+            endpoint_url=row["endpoint_url"],
+            traffic_ratio=row["traffic_ratio"],
+            deployment_id=str(row["deployment_id"]),
+            revision_id=str(row["revision_id"]),
+            revision_number=row["revision_number"],
+        )
         table.setdefault(row["name"], []).append(destination)
     return table

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from databases import Database
 
-from store import history, records, validation
+from store import analysis, history, records, validation
 from store.deployment_state import (
     AWAITING_PROMOTION,
     DEPLOYING,
@@ -24,8 +24,11 @@ from store.deployment_state import (
 from store.errors import Conflict, InvalidState, NotFound
 from store.models import (
     LIVE_ROUTE_STATUSES,
+    AnalysisPhase,
+    AnalysisRunKind,
     Deployment,
     DeploymentLifecycle,
+    DeploymentLifecycleSubStep,
     DeploymentStrategyType,
     Promotion,
     Revision,
@@ -78,30 +81,78 @@ async def promote(
     actor: str,
     expected_revision_id: str | None = None,
     dry_run: bool = False,
+    skip_analysis: bool = False,
     projects: Projects = None,
 ) -> Promotion:
-    """Switch all traffic to the green routes (SPEC §3 rules 3–5). A dry run checks and reports, writing nothing."""
+    """Switch all traffic to the green routes (SPEC §3 rules 3–5). A dry run checks and reports, writing nothing.
+    With a pre-promotion analysis, only once it succeeded, unless `skip_analysis` (recorded in history)."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     if expected_revision_id is not None:
         expected_revision_id = validation.parse_id(expected_revision_id, "expectedRevisionId")
     async with db.transaction():
         deployment = await lock_deployment(db, deployment_id, projects=projects)
         routes = await lock_routes(db, deployment.id)
+        promoted, drained = check_promotion(deployment, routes, expected_revision_id=expected_revision_id)
+        pending = await pending_analysis(db, deployment)
+        if pending is not None and not skip_analysis:
+            raise InvalidState(
+                f"deployment {deployment.name}: {pending}; wait for it to succeed, or promote with skipAnalysis: true"
+            )
         if dry_run:
-            promoted, drained = check_promotion(deployment, routes, expected_revision_id=expected_revision_id)
             return Promotion(deployment, promoted, drained, dry_run=True)
-        switch = await switch_traffic(db, deployment, routes, expected_revision_id=expected_revision_id)
-        updated = await move(
-            db,
-            deployment,
-            PROMOTED,
-            phase=PROMOTE,
-            message=switch.message,
-            actor=actor,
-            swap=True,
-            next_check_now=False,
-            next_check_at=switch.scale_down_at,
-        )
+        if pending is not None:
+            await analysis.stop(db, deployment, AnalysisRunKind.PRE_PROMOTION,
+                                why=f"{actor} promoted with skipAnalysis", actor=actor)  # fmt: skip
+        note = f" (skipping the pre-promotion analysis: {pending})" if pending is not None else ""
+        return await promote_locked(db, deployment, routes, actor=actor, note=note)
+
+
+async def pending_analysis(db: Database, deployment: Deployment) -> str | None:
+    """Why the pre-promotion analysis does not let this deployment be promoted yet, or None."""
+    spec = deployment.strategy.blue_green_spec.pre_promotion_analysis
+    if spec is None:
+        return None
+    runs = await analysis.runs_of_revision(db, deployment.id, deployment.deploying_revision_id)
+    run = runs.get(AnalysisRunKind.PRE_PROMOTION)
+    if run is None:
+        return "its pre-promotion analysis has not started yet"
+    if run.phase is AnalysisPhase.SUCCESSFUL:
+        return None
+    return (
+        f"its pre-promotion analysis is {run.phase} ({run.passed + run.failed} of {run.spec.count} checks, "
+        f"{run.failed} failed)"
+    )
+
+
+async def promote_locked(
+    db: Database,
+    deployment: Deployment,
+    routes: list[Route],
+    *,
+    actor: str,
+    to_state: tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None] = PROMOTED,
+    phase: str = PROMOTE,
+    note: str = "",
+) -> Promotion:
+    """The promotion, for a caller that holds the deployment's and its routes' locks in this transaction (`promote`,
+    or the scheduler's table, which names the target state and the step): the traffic switch, the move with its
+    history row, and the post-promotion analysis when there is a previous revision to revert to."""
+    switch = await switch_traffic(db, deployment, routes)
+    updated = await move(
+        db,
+        deployment,
+        to_state,
+        phase=phase,
+        message=switch.message + note,
+        actor=actor,
+        swap=True,
+        next_check_now=False,
+        next_check_at=switch.scale_down_at,
+    )
+    post = updated.strategy.blue_green_spec.post_promotion_analysis
+    if post is not None and switch.drained and updated.current_revision_id is not None:
+        await analysis.start(db, updated, AnalysisRunKind.POST_PROMOTION, post, updated.current_revision_id,
+                             actor=actor)  # fmt: skip
     return Promotion(updated, switch.promoted, switch.drained, dry_run=False)
 
 
@@ -196,49 +247,67 @@ async def revert_promotion(
         validation.check_text(reason, "reason", 1000)
     async with db.transaction():
         deployment = await lock_deployment(db, deployment_id, projects=projects)
-        if deployment.lifecycle is not DeploymentLifecycle.READY:
-            raise InvalidState(f"{describe(deployment)}: only a READY deployment has a promotion to revert")
         routes = await lock_routes(db, deployment.id)
-        warm = [
-            r
-            for r in routes
-            if r.terminate_after is not None
-            and r.revision_id != deployment.current_revision_id
-            and r.status is RouteStatus.HEALTHY
-        ]
-        previous = {r.revision_id for r in warm}
-        if len(previous) != 1 or len(warm) < deployment.replicas:
-            raise InvalidState(
-                f"deployment {deployment.name} has {len(warm)} healthy route(s) of its previous revision left, "
-                f"{deployment.replicas} needed: the scale-down delay has passed, roll out that revision again instead"
-            )
-        [previous_revision] = previous
-        serving = [r for r in routes if r.traffic_status is RouteTrafficStatus.ACTIVE]
-        back = warm[: deployment.replicas]
-        await db.fetch_all(QUERIES["route_traffic"], {"ids": [r.id for r in back], "ratio": 1.0 / len(back)})
-        kept = await db.fetch_all(
-            QUERIES["keep_warm_without_traffic"],
-            {
-                "ids": [r.id for r in serving],
-                "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds),
-            },
+        return await revert_traffic(db, deployment, routes, actor=actor, reason=reason)
+
+
+def previous_routes(deployment: Deployment, routes: list[Route]) -> list[Route]:
+    """The routes a revert would give all traffic back to: `replicas` healthy routes of the one previous revision,
+    still kept warm; empty when there are not enough (the scale-down delay has passed)."""
+    warm = [
+        r
+        for r in routes
+        if r.terminate_after is not None
+        and r.revision_id != deployment.current_revision_id
+        and r.status is RouteStatus.HEALTHY
+    ]
+    if len({r.revision_id for r in warm}) != 1 or len(warm) < deployment.replicas:
+        return []
+    return warm[: deployment.replicas]
+
+
+async def revert_traffic(
+    db: Database, deployment: Deployment, routes: list[Route], *, actor: str, reason: str | None = None
+) -> Deployment:
+    """The revert, for a caller that holds the deployment's and its routes' locks in this transaction (a person's
+    `revertPromotion`, or the scheduler after a failed post-promotion analysis)."""
+    if deployment.lifecycle is not DeploymentLifecycle.READY:
+        raise InvalidState(f"{describe(deployment)}: only a READY deployment has a promotion to revert")
+    back = previous_routes(deployment, routes)
+    if not back:
+        warm = [r for r in routes if r.terminate_after is not None and r.status is RouteStatus.HEALTHY]
+        raise InvalidState(
+            f"deployment {deployment.name} has {len(warm)} healthy route(s) of its previous revision left, "
+            f"{deployment.replicas} needed: the scale-down delay has passed, roll out that revision again instead"
         )
-        drain_at = min((row["terminate_after"] for row in kept), default=None)
-        row = await db.fetch_one(
-            QUERIES["set_current_revision"],
-            {"id": deployment.id, "revision_id": previous_revision, "next_check_at": drain_at},
-        )
-        assert row is not None
-        reverted, restored = await revision_numbers(db, deployment.current_revision_id, previous_revision)
-        await history.note(
-            db,
-            deployment,
-            phase="revert",
-            message=f"reverted the promotion of revision {reverted}: revision {restored} serves again "
-            f"({len(back)} routes active, {len(kept)} kept warm)" + (f": {reason}" if reason else ""),
-            actor=actor,
-        )
-        await notify(db, deployment.id)
+    previous_revision = back[0].revision_id
+    serving = [r for r in routes if r.traffic_status is RouteTrafficStatus.ACTIVE]
+    await analysis.stop(db, deployment, AnalysisRunKind.POST_PROMOTION, why=f"the promotion was reverted by {actor}",
+                        actor=actor)  # fmt: skip
+    await db.fetch_all(QUERIES["route_traffic"], {"ids": [r.id for r in back], "ratio": 1.0 / len(back)})
+    kept = await db.fetch_all(
+        QUERIES["keep_warm_without_traffic"],
+        {
+            "ids": [r.id for r in serving],
+            "delay": float(deployment.strategy.blue_green_spec.scale_down_delay_seconds),
+        },
+    )
+    drain_at = min((row["terminate_after"] for row in kept), default=None)
+    row = await db.fetch_one(
+        QUERIES["set_current_revision"],
+        {"id": deployment.id, "revision_id": previous_revision, "next_check_at": drain_at},
+    )
+    assert row is not None
+    reverted, restored = await revision_numbers(db, deployment.current_revision_id, previous_revision)
+    await history.note(
+        db,
+        deployment,
+        phase="revert",
+        message=f"reverted the promotion of revision {reverted}: revision {restored} serves again "
+        f"({len(back)} routes active, {len(kept)} kept warm)" + (f": {reason}" if reason else ""),
+        actor=actor,
+    )
+    await notify(db, deployment.id)
     return records.deployment(row)
 
 

@@ -1,12 +1,13 @@
 """What the scheduler asks of the store: claim one due deployment, apply route changes, move on or wait."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from databases import Database
 
-from store import deployment_state, history, records
-from store.models import Deployment, Route, SchedulingResult
+from store import analysis, deployment_state, history, records
+from store.models import AnalysisRun, AnalysisRunKind, Deployment, Route, SchedulingResult
 from store.queries import QUERIES
 
 
@@ -15,6 +16,19 @@ class Claim:
     deployment: Deployment
     routes: list[Route]
     now: datetime
+    # The newest analysis run of each kind of the revision a run would judge (read only when the strategy has one).
+    runs: dict[AnalysisRunKind, AnalysisRun] = field(default_factory=dict)
+
+
+async def _claim(db: Database, row: Any) -> Claim:
+    deployment = records.deployment(row)
+    routes = await deployment_state.lock_routes(db, deployment.id)
+    spec = deployment.strategy.blue_green_spec
+    runs: dict[AnalysisRunKind, AnalysisRun] = {}
+    if spec.pre_promotion_analysis is not None or spec.post_promotion_analysis is not None:
+        revision_id = deployment.deploying_revision_id or deployment.current_revision_id
+        runs = await analysis.runs_of_revision(db, deployment.id, revision_id)
+    return Claim(deployment, routes, row["database_now"], runs)
 
 
 async def claim_due(db: Database) -> Claim | None:
@@ -23,19 +37,13 @@ async def claim_due(db: Database) -> Claim | None:
     Call inside a transaction: the lock lasts until it ends.
     """
     row = await db.fetch_one(QUERIES["claim_due_deployment"])
-    if row is None:
-        return None
-    deployment = records.deployment(row)
-    return Claim(deployment, await deployment_state.lock_routes(db, deployment.id), row["database_now"])
+    return None if row is None else await _claim(db, row)
 
 
 async def claim(db: Database, deployment_id: str) -> Claim | None:
     """Lock this deployment unless another scheduler holds it (then None)."""
     row = await db.fetch_one(QUERIES["lock_deployment_if_free"], {"id": deployment_id})
-    if row is None:
-        return None
-    deployment = records.deployment(row)
-    return Claim(deployment, await deployment_state.lock_routes(db, deployment.id), row["database_now"])
+    return None if row is None else await _claim(db, row)
 
 
 async def change_routes(

@@ -1,13 +1,25 @@
 """Checks of caller-supplied values. Each failure says which field is wrong and what would be right."""
 
+import ipaddress
+import math
 import re
 import unicodedata
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonpath_ng
+
 from store.errors import BadUserInput
-from store.models import DeploymentStrategyType, IntOrPercent, Strategy
+from store.models import (
+    BUILTIN_METRICS,
+    AnalysisSpec,
+    DeploymentStrategyType,
+    IntOrPercent,
+    MetricCheck,
+    MetricProvider,
+    Strategy,
+)
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_REPLICAS = 1000
@@ -66,6 +78,10 @@ def _check_int_or_percent(value: IntOrPercent, field: str) -> None:
 
 def check_strategy(strategy: Strategy, replicas: int) -> None:
     bg = strategy.blue_green_spec
+    if bg.pre_promotion_analysis is not None:
+        check_analysis(bg.pre_promotion_analysis, "strategy.blueGreen.prePromotionAnalysis")
+    if bg.post_promotion_analysis is not None:
+        check_analysis(bg.post_promotion_analysis, "strategy.blueGreen.postPromotionAnalysis")
     check_range(bg.promote_delay_seconds, "strategy.blueGreen.promoteDelaySeconds", 0, DAY)
     if bg.promotion_timeout_seconds is not None:
         check_range(bg.promotion_timeout_seconds, "strategy.blueGreen.promotionTimeoutSeconds", 1, 7 * DAY)
@@ -124,3 +140,79 @@ def check_endpoint_url(url: str) -> None:
         valid = False
     if not valid:
         raise BadUserInput(f"endpointUrl must be an http(s) URL such as http://10.0.0.7:8080, got {url[:80]!r}")
+
+
+MAX_METRICS = 10
+
+
+def check_analysis(spec: AnalysisSpec, field: str) -> None:
+    """An analysis runs only what can be measured and can fail; each refusal names the field."""
+    check_range(spec.interval_seconds, f"{field}.intervalSeconds", 1, 3600)
+    check_range(spec.count, f"{field}.count", 1, 100)
+    check_range(spec.failure_limit, f"{field}.failureLimit", 0, spec.count - 1)
+    check_range(spec.initial_delay_seconds, f"{field}.initialDelaySeconds", 0, DAY)
+    if not 1 <= len(spec.metrics) <= MAX_METRICS:
+        raise BadUserInput(f"{field}.metrics must hold 1 to {MAX_METRICS} checks, got {len(spec.metrics)}")
+    names = [m.name for m in spec.metrics]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadUserInput(f"{field}.metrics names {duplicates} more than once; give each check its own name")
+    for i, metric in enumerate(spec.metrics):
+        check_metric(metric, f"{field}.metrics[{i}]")
+
+
+def check_metric(metric: MetricCheck, field: str) -> None:
+    if not 1 <= len(metric.name) <= 63 or not metric.name.isprintable():
+        raise BadUserInput(f"{field}.name must be 1–63 printable characters, got {metric.name[:80]!r}")
+    for bound, value in (("min", metric.min), ("max", metric.max)):
+        if value is not None and not math.isfinite(value):
+            raise BadUserInput(f"{field}.{bound} must be a finite number, got {value}")
+    if metric.min is None and metric.max is None:
+        raise BadUserInput(f"{field} needs min, max or both: a check without bounds can never fail")
+    if metric.min is not None and metric.max is not None and metric.min > metric.max:
+        raise BadUserInput(f"{field}.min ({metric.min}) is greater than its max ({metric.max}): nothing could pass")
+    if metric.provider is MetricProvider.BUILTIN:
+        if metric.query not in BUILTIN_METRICS:
+            raise BadUserInput(f"{field}.query must name a BUILTIN metric, one of {', '.join(sorted(BUILTIN_METRICS))}")
+    elif metric.provider is MetricProvider.PROMETHEUS:
+        if not metric.query:
+            raise BadUserInput(f"{field}.query must be the PromQL a PROMETHEUS check sends")
+        check_text(metric.query, f"{field}.query", 4096)
+    elif metric.provider is MetricProvider.WEB:
+        check_metric_url(metric.url, f"{field}.url")
+        check_json_path(metric.json_path, f"{field}.jsonPath")
+    for unused, value in (("url", metric.url), ("jsonPath", metric.json_path)):
+        if value is not None and metric.provider is not MetricProvider.WEB:
+            raise BadUserInput(f"{field}.{unused} is only for WEB checks")
+    if metric.query is not None and metric.provider is MetricProvider.WEB:
+        raise BadUserInput(f"{field}.query is not for WEB checks: give url and jsonPath")
+
+
+def check_metric_url(url: str | None, field: str) -> None:
+    """http(s) only; link-local addresses are refused here when written literally and again when resolved."""
+    if not url:
+        raise BadUserInput(f"{field} is required for a WEB check: the http(s) URL to GET")
+    try:
+        parsed = urlsplit(url)
+        valid = len(url) <= 2048 and url.isprintable() and parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        _ = parsed.port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise BadUserInput(f"{field} must be an http(s) URL, got {url[:80]!r}")
+    try:
+        address = ipaddress.ip_address(parsed.hostname or "")
+    except ValueError:
+        return  # a name: checked when the scheduler resolves it
+    if address.is_link_local:
+        raise BadUserInput(f"{field} points at a link-local address ({address}), which is never allowed")
+
+
+def check_json_path(path: str | None, field: str) -> None:
+    if path is None:
+        return  # the whole answer
+    check_text(path, field, 512)
+    try:
+        jsonpath_ng.parse(path)
+    except Exception as refused:  # the parser raises several kinds; all mean "not a JSONPath"
+        raise BadUserInput(f"{field} is not a JSONPath expression ({refused}): e.g. $.data.value") from None

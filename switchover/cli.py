@@ -102,7 +102,8 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
     url = database_url(settings)
     _check_schema_or_exit(url)
     db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)
-    uvicorn.run(create_proxy(db, url), host=args.host, port=args.port, log_level="warning")
+    proxy = create_proxy(db, url, flush_seconds=settings.proxy_flush_seconds)
+    uvicorn.run(proxy, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -3,6 +3,7 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _float(name: str, default: float) -> float:
@@ -55,12 +56,32 @@ class Settings:
     healthy_after: int = 2  # consecutive successful probes
     unhealthy_after: int = 3  # consecutive failed probes
     stop_grace_seconds: float = 5.0  # between SIGTERM and SIGKILL
+    # Prometheus asked by PROMETHEUS metric checks (GET {url}/api/v1/query); None: such checks cannot run.
+    prometheus_url: str | None = None
+    # `switchover proxy`: seconds between writes of its per-revision traffic counts to PostgreSQL.
+    proxy_flush_seconds: float = 5.0
+    # WEB metric checks may reach loopback addresses (tests, one-machine setups); link-local never.
+    allow_loopback_urls: bool = False
 
 
 def _runtime(embedded: bool) -> str:
     raw = os.environ.get("SWITCHOVER_RUNTIME") or ("process" if embedded else "external")
     if raw not in ("external", "process"):
         raise SystemExit(f"SWITCHOVER_RUNTIME must be external or process, got {raw!r}")
+    return raw
+
+
+def _http_url(name: str) -> str | None:
+    raw = os.environ.get(name) or None
+    if raw is None:
+        return None
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # e.g. an unclosed [ or a port past 65535
+        valid = False
+    if not valid:
+        raise SystemExit(f"{name} must be an http:// or https:// URL with a host, got {raw!r}")
     return raw
 
 
@@ -86,4 +107,7 @@ def from_environment() -> Settings:
         healthy_after=int(_float("SWITCHOVER_HEALTHY_AFTER", 2)),
         unhealthy_after=int(_float("SWITCHOVER_UNHEALTHY_AFTER", 3)),
         stop_grace_seconds=_float("SWITCHOVER_STOP_GRACE", 5.0),
+        prometheus_url=_http_url("SWITCHOVER_PROMETHEUS_URL"),
+        proxy_flush_seconds=_float("SWITCHOVER_PROXY_FLUSH_SECONDS", 5.0),
+        allow_loopback_urls=_flag("SWITCHOVER_ALLOW_LOOPBACK_URLS", False),
     )

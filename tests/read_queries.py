@@ -23,6 +23,8 @@ from store.pagination import encode_cursor
 # Fields execution computes in Python: a query selecting one is left to execution, so they are drawn rarely (most
 # examples should compare the planner with execution, not execution with itself).
 COMPUTED = {("Deployment", "strategy"), ("Deployment", "waitingFor"), ("Deployment", "nextActionAt")}
+# Fields execution alone answers, each with tests of its own (analysis runs: tests/test_analysis.py): never drawn.
+NOT_DRAWN = {("Deployment", "analysisRuns")}
 CURSOR_KINDS = {"deployments": "deployment", "revisions": "revision", "history": "history"}
 MAX_DEPTH = 6  # object levels below Query; a page is three (connection, edge, node)
 
@@ -95,7 +97,7 @@ class _Writer:
         assert isinstance(object_type, GraphQLObjectType)
         leaves, objects = [], []
         for name, definition in object_type.fields.items():
-            if not name.startswith("_") and (type_name, name) not in COMPUTED:
+            if not name.startswith("_") and (type_name, name) not in COMPUTED | NOT_DRAWN:
                 is_object = isinstance(get_named_type(definition.type), GraphQLObjectType)
                 (objects if is_object else leaves).append(name)
         computed = sorted(name for t, name in COMPUTED if t == type_name)

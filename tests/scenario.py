@@ -8,6 +8,7 @@ from typing import Any
 
 from databases import Database
 
+from scheduler.providers import Providers
 from scheduler.runner import run_once
 from store import deployments, reads, rollouts, route_health
 from store.models import (
@@ -29,6 +30,9 @@ SHIFT_TIME = [
        WHERE id = :id""",
     """UPDATE routes SET terminate_after = terminate_after - make_interval(secs => :seconds)
        WHERE deployment_id = :id AND terminate_after IS NOT NULL""",
+    """UPDATE analysis_runs SET next_check_at = LEAST(next_check_at - make_interval(secs => :seconds), now()),
+       started_at = started_at - make_interval(secs => :seconds)
+       WHERE deployment_id = :id AND next_check_at IS NOT NULL""",
 ]
 
 
@@ -80,8 +84,8 @@ class Scenario:
         revision_id = revision_id or await self.add_revision()
         return await rollouts.deploy_revision(self.db, self.id, revision_id, actor="alice")
 
-    async def tick(self) -> int:
-        return await run_once(self.db)
+    async def tick(self, providers: Providers | None = None) -> int:
+        return await run_once(self.db, providers=providers)
 
     async def report(
         self,

@@ -1,0 +1,68 @@
+"""The BUILTIN provider: what `switchover proxy` counted of the revision under analysis, read from the per-second
+aggregates every proxy writes to PostgreSQL (store/traffic.py), summed over proxies, over the run's interval.
+
+- `request-success-rate`: percent of the revision's answers that were not 5xx (the proxy's own 502 for a revision
+  whose routes did not answer included);
+- `request-duration-p99` (ms): the upper bound of the duration bucket that holds the 99th percentile, so it is
+  never below the true p99 and at most one bucket above it (bounds: store.traffic.BUCKET_BOUNDS_MS). Above the
+  largest bound it is that bound, and the message says so.
+
+No request in the interval is an error, never a pass: there is nothing to judge the revision by. A database error
+is not a reading: it propagates, as it fails the scheduler step that measures.
+"""
+
+import math
+
+from databases import Database
+
+from scheduler.providers import Reading, Target
+from store import traffic
+
+SUCCESS_RATE = "request-success-rate"
+DURATION_P99 = "request-duration-p99"
+SHADOW_AGREEMENT = "shadow-agreement-rate"
+# Every name a BUILTIN check may give as its `query`; input validation refuses others up front.
+METRICS = frozenset({SUCCESS_RATE, DURATION_P99, SHADOW_AGREEMENT})
+
+
+async def measure(db: Database, metric: str, target: Target) -> Reading:
+    if metric == SHADOW_AGREEMENT:
+        return Reading.error(f"{SHADOW_AGREEMENT} is not measured: shadow traffic is not built yet")
+    if metric not in METRICS:
+        return Reading.error(f"unknown BUILTIN metric {metric[:100]!r}; known: {', '.join(sorted(METRICS))}")
+    figures = await traffic.revision_figures(
+        db, target.deployment_id, target.revision_id, seconds=target.interval_seconds
+    )
+    if figures.requests == 0:
+        return Reading.error(
+            f"no requests to revision {target.revision_number} of {target.deployment_name} "
+            f"in the last {target.interval_seconds} s"
+        )
+    if metric == SUCCESS_RATE:
+        return success_rate(figures)
+    return duration_p99(figures)
+
+
+def success_rate(figures: traffic.Figures) -> Reading:
+    rate = 100 * (figures.requests - figures.errors) / figures.requests
+    return Reading(rate, f"{rate:.2f} % of {figures.requests} requests answered without a 5xx")
+
+
+def duration_p99(figures: traffic.Figures) -> Reading:
+    index = quantile_bucket(figures.buckets, 0.99)
+    if index >= len(traffic.BUCKET_BOUNDS_MS):
+        largest = traffic.BUCKET_BOUNDS_MS[-1]
+        return Reading(float(largest), f"p99 above {largest} ms, the largest bucket, over {figures.requests} requests")
+    bound = traffic.BUCKET_BOUNDS_MS[index]
+    return Reading(float(bound), f"p99 at most {bound} ms over {figures.requests} requests")
+
+
+def quantile_bucket(buckets: tuple[int, ...], quantile: float) -> int:
+    """Index of the bucket holding the request at rank ceil(quantile · total); `buckets` must not be all zero."""
+    rank = math.ceil(quantile * sum(buckets))
+    seen = 0
+    for index, count in enumerate(buckets):
+        seen += count
+        if seen >= rank:
+            return index
+    raise ValueError("no requests counted")
