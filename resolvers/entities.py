@@ -16,8 +16,10 @@ from store import reads
 from store.models import (
     AnalysisRun,
     AnalysisRunKind,
+    CanaryStatus,
     Deployment,
     DeploymentLifecycle,
+    DeploymentLifecycleSubStep,
     Measurement,
     Page,
     Revision,
@@ -25,6 +27,7 @@ from store.models import (
     RouteStatus,
     RouteTrafficStatus,
 )
+from store.scheduling import analyses_canary
 from store.validation import canonical_id
 
 deployment_type = FederatedObjectType("Deployment")
@@ -82,11 +85,28 @@ async def resolve_waiting_for(deployment: Deployment, info: GraphQLResolveInfo) 
     ctx = context(info)
     routes = await ctx.load(reads.routes_of_deployments, deployment.id, statuses=None, traffic_status=None)
     runs: dict[AnalysisRunKind, AnalysisRun] = {}
-    if spec.pre_promotion_analysis is not None or spec.post_promotion_analysis is not None:
+    if (
+        spec.pre_promotion_analysis is not None
+        or spec.post_promotion_analysis is not None
+        or analyses_canary(deployment)
+    ):
         judged = deployment.deploying_revision_id or deployment.current_revision_id
         latest = await ctx.load(reads.latest_analysis_runs, deployment.id)
         runs = {AnalysisRunKind(k): r for k, r in (latest or {}).items() if r.revision_id == judged}
     return waiting_for(deployment, routes, await ctx.now(), runs)
+
+
+@deployment_type.field("canaryStatus")
+def resolve_canary_status(deployment: Deployment, info: GraphQLResolveInfo) -> CanaryStatus | None:
+    stepping = (
+        DeploymentLifecycleSubStep.DEPLOYING_PROGRESSING,
+        DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION,
+    )
+    if deployment.strategy.canary is None or deployment.sub_step not in stepping:
+        return None
+    if deployment.canary_step_index is None or deployment.canary_weight is None:
+        return None
+    return CanaryStatus(deployment.canary_step_index, deployment.canary_weight)
 
 
 @deployment_type.field("nextActionAt")

@@ -6,10 +6,13 @@ from store.errors import BadUserInput
 from store.models import (
     AnalysisSpec,
     BlueGreenSpec,
+    CanarySpec,
+    CanaryStep,
     DeploymentStrategyType,
     IntOrPercent,
     MetricCheck,
     MetricProvider,
+    Pause,
     RollingUpdateSpec,
     Strategy,
 )
@@ -35,14 +38,43 @@ def int_or_percent(value: dict[str, Any]) -> IntOrPercent:
     return IntOrPercent(count=value.get("count"), percent=value.get("percent"))
 
 
+def canary(value: dict[str, Any] | None, *, prometheus: bool) -> CanarySpec:
+    """A CanarySpecInput; the store checks that each step sets exactly one field."""
+    if value is None:
+        return CanarySpec()
+    field = "strategy.canary"
+    steps = []
+    for i, step in enumerate(value["steps"]):
+        given = _given(step)
+        pause = given.get("pause")
+        step_analysis = given.get("analysis")
+        steps.append(CanaryStep(
+            set_weight=given.get("set_weight"),
+            pause=None if pause is None else Pause(pause.get("seconds")),
+            analysis=None if step_analysis is None else analysis(step_analysis, f"{field}.steps[{i}].analysis",
+                                                                 prometheus=prometheus),
+        ))  # fmt: skip
+    given = _given(value)
+    background = given.get("analysis")
+    return CanarySpec(
+        steps=tuple(steps),
+        analysis=None if background is None else analysis(background, f"{field}.analysis", prometheus=prometheus),
+        scale_down_delay_seconds=given.get("scale_down_delay_seconds", CanarySpec.scale_down_delay_seconds),
+    )
+
+
 def strategy(value: dict[str, Any], *, prometheus: bool) -> Strategy:
     """A strategy from its input; fields left out take the SPEC's defaults. `prometheus`: whether PROMETHEUS checks
     can run on this installation (SWITCHOVER_PROMETHEUS_URL)."""
     kind = DeploymentStrategyType(value["type"])
     if kind is DeploymentStrategyType.ROLLING and value.get("blue_green") is not None:
         raise BadUserInput("strategy.blueGreen is only for type BLUE_GREEN; remove it or set type: BLUE_GREEN")
-    if kind is DeploymentStrategyType.BLUE_GREEN and value.get("rolling_update") is not None:
+    if kind is not DeploymentStrategyType.ROLLING and value.get("rolling_update") is not None:
         raise BadUserInput("strategy.rollingUpdate is only for type ROLLING; remove it or set type: ROLLING")
+    if kind is DeploymentStrategyType.CANARY and value.get("blue_green") is not None:
+        raise BadUserInput("strategy.blueGreen is only for type BLUE_GREEN; remove it or set type: BLUE_GREEN")
+    if kind is not DeploymentStrategyType.CANARY and value.get("canary") is not None:
+        raise BadUserInput("strategy.canary is only for type CANARY; remove it or set type: CANARY")
     base = Strategy(type=kind)
     given = _given(value.get("blue_green"))
     for field, name in (("pre_promotion_analysis", "prePromotionAnalysis"),
@@ -65,6 +97,7 @@ def strategy(value: dict[str, Any], *, prometheus: bool) -> Strategy:
         type=kind,
         blue_green_spec=blue_green,
         rolling_update_spec=rolling_update,
+        canary_spec=canary(value.get("canary"), prometheus=prometheus),
         provisioning_timeout_seconds=_given(value).get(
             "provisioning_timeout_seconds", base.provisioning_timeout_seconds
         ),

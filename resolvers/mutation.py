@@ -69,6 +69,7 @@ async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: d
         expected_revision_id=input.get("expected_revision_id"),
         dry_run=bool(input.get("dry_run")),
         skip_analysis=bool(input.get("skip_analysis")),
+        full=bool(input.get("full")),
     )
 
 

@@ -35,13 +35,19 @@ def taken(check: MetricCheck, reading: Reading) -> Taken:
     if reading.value is None:
         return Taken(check, None, None, reading.message)
     ok = passes(check, reading.value)
-    bounds = f"[{'' if check.min is None else f'{check.min:g}'}, {'' if check.max is None else f'{check.max:g}'}]"
-    return Taken(check, reading.value, ok, f"{reading.message}: {'within' if ok else 'outside'} {bounds}")
+    return Taken(check, reading.value, ok, f"{reading.message}: {'within' if ok else 'outside'} {bounds(check)}")
+
+
+def bounds(check: MetricCheck) -> str:
+    if check.min is not None and check.max is not None:
+        return f"[{check.min:g}, {check.max:g}]"
+    return f"≥ {check.min:g}" if check.min is not None else f"≤ {check.max:g}"
 
 
 def applies(deployment: Deployment, run: AnalysisRun) -> bool:
     """Whether the deployment is still where this run judges it: a pre-promotion run while its revision awaits
-    promotion, a post-promotion run while its revision serves (the old routes kept warm)."""
+    promotion, a post-promotion run while its revision serves (the old routes kept warm), a canary step's run while
+    its canary progresses, a background run while its canary steps or pauses."""
     if run.kind is AnalysisRunKind.PRE_PROMOTION:
         return (
             deployment.sub_step is DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION
@@ -49,7 +55,16 @@ def applies(deployment: Deployment, run: AnalysisRun) -> bool:
         )
     if run.kind is AnalysisRunKind.POST_PROMOTION:
         return deployment.lifecycle is DeploymentLifecycle.READY and deployment.current_revision_id == run.revision_id
-    return False  # canary runs come with the canary strategy
+    deploying = (
+        deployment.lifecycle is DeploymentLifecycle.DEPLOYING and deployment.deploying_revision_id == run.revision_id
+    )
+    if run.kind is AnalysisRunKind.CANARY_STEP:  # its step, which only ends with it (or a full promotion)
+        return deploying and deployment.sub_step is DeploymentLifecycleSubStep.DEPLOYING_PROGRESSING
+    # BACKGROUND: from the first step until the rollout ends, pauses for a person included
+    return deploying and deployment.sub_step in (
+        DeploymentLifecycleSubStep.DEPLOYING_PROGRESSING,
+        DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION,
+    )
 
 
 def decide(deployment: Deployment, run: AnalysisRun, measured: Sequence[Taken]) -> Verdict:

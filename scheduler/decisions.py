@@ -18,6 +18,14 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class CanaryMove:
+    """Where a canary rollout stands once the step in progress is done: the next step and the weight."""
+
+    step_index: int
+    weight: int
+
+
+@dataclass(frozen=True)
 class Actions:
     create_routes: int = 0  # new PROVISIONING routes of `create_revision_id`
     create_revision_id: str | None = None
@@ -26,10 +34,13 @@ class Actions:
     promote: bool = False  # the blue-green switch (store.rollouts.promote_locked, as promoteDeployment makes it)
     start_analysis: AnalysisRunKind | None = None  # a run of the deployment's spec of that kind (its own history)
     revert: bool = False  # back to the previous revision, kept warm (store.rollouts.revert_traffic; its own history)
+    # Canary: each route's own share of the traffic afterwards (all others none); the shares add up to 1.
+    ratios: tuple[tuple[str, float], ...] = ()
+    canary: CanaryMove | None = None  # with SUCCESS: the next step (store.canary.enter_step, the table's target)
 
     def __bool__(self) -> bool:
         """Whether routes change (the step's history row says how)."""
-        return bool(self.create_routes or self.terminate or self.traffic or self.promote)
+        return bool(self.create_routes or self.terminate or self.traffic or self.ratios or self.promote)
 
 
 @dataclass(frozen=True)

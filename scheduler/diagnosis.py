@@ -4,17 +4,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from scheduler.deadlines import auto_promotion_due, promotion_deadline, provisioning_deadline
+from scheduler.deadlines import auto_promotion_due, canary_pause_due, promotion_deadline, provisioning_deadline
 from scheduler.handlers import NO_RUNS, Runs, of_revision
 from store.analysis import WORDS
 from store.models import (
     AnalysisPhase,
     AnalysisRun,
+    AnalysisRunKind,
     Deployment,
     DeploymentLifecycle,
     DeploymentLifecycleSubStep,
     DeploymentStrategyType,
     Route,
+    canary_routes,
 )
 from store.models import RouteStatus as S
 
@@ -42,6 +44,30 @@ def _analysis(run: AnalysisRun) -> WaitingFor:
                       f"taken, {run.failed} failed (at most {run.spec.failure_limit}){when}")  # fmt: skip
 
 
+def _canary(deployment: Deployment, routes: Sequence[Route], runs: Runs) -> WaitingFor:
+    """A canary between its steps: what the step in progress waits for."""
+    spec = deployment.strategy.canary_spec
+    index, weight = deployment.canary_step_index or 0, deployment.canary_weight or 0
+    where = f"step {index + 1} of {len(spec.steps)}" if index < len(spec.steps) else "final 100 % of a full promotion"
+    step = spec.step(index)
+    if deployment.sub_step is S_SUB.DEPLOYING_AWAITING_PROMOTION:
+        return WaitingFor("CANARY_PAUSE", f"paused at {weight} % ({where}) until promoteDeployment")
+    if step.set_weight is not None:
+        new = of_revision(routes, deployment.deploying_revision_id)
+        healthy = sum(r.status is S.HEALTHY for r in new)
+        wanted = canary_routes(deployment.replicas, step.set_weight)
+        return WaitingFor("ROUTES_NOT_HEALTHY", f"{healthy} of {wanted} new routes healthy for {step.set_weight} % "
+                          f"({where}){_unhealthy(new)}; rolls back at {_at(provisioning_deadline(deployment))} "
+                          "unless they are")  # fmt: skip
+    due = canary_pause_due(deployment)
+    if due is not None:
+        return WaitingFor("CANARY_PAUSE", f"paused at {weight} % ({where}) until {_at(due)}")
+    run = runs.get(AnalysisRunKind.CANARY_STEP)
+    if run is not None and run.phase is AnalysisPhase.RUNNING:
+        return _analysis(run)
+    return WaitingFor("ANALYSIS", f"canary step analysis at {weight} % ({where}) starts on the scheduler's next pass")
+
+
 def waiting_for(
     deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS
 ) -> WaitingFor | None:
@@ -57,6 +83,11 @@ def waiting_for(
     if deployment.sub_step is S_SUB.DEPLOYING_ROLLING_BACK:
         return WaitingFor("ROLLING_BACK", f"rolling back since {_at(deployment.phase_started_at)}: stopping "
                           f"{len(new)} route(s) of the abandoned revision")  # fmt: skip
+    canary = deployment.strategy.type is DeploymentStrategyType.CANARY
+    if canary and deployment.sub_step is not S_SUB.DEPLOYING_PROVISIONING:
+        return _canary(deployment, routes, runs)
+    if canary and deployment.current_revision_id is not None:
+        return WaitingFor("CANARY_STARTING", "the canary starts its first step on the scheduler's next pass")
     if deployment.sub_step is S_SUB.DEPLOYING_PROVISIONING:
         deadline = provisioning_deadline(deployment)
         if deployment.strategy.type is DeploymentStrategyType.ROLLING:

@@ -8,11 +8,12 @@ from datetime import datetime
 
 from scheduler.deadlines import (
     auto_promotion_due,
+    canary_pause_due,
     promotion_deadline,
     provisioning_deadline,
     scale_downs,
 )
-from scheduler.decisions import Actions, Decision, Outcome
+from scheduler.decisions import Actions, CanaryMove, Decision, Outcome
 from store.models import (
     LIVE_ROUTE_STATUSES,
     AnalysisPhase,
@@ -23,11 +24,13 @@ from store.models import (
     Route,
     RouteStatus,
     RouteTrafficStatus,
+    canary_routes,
 )
 from store.rollouts import previous_routes
 
 Runs = Mapping[AnalysisRunKind, AnalysisRun]  # the newest run of each kind of the revision being judged
 NO_RUNS: Runs = {}
+NO_ACTIONS = Actions()
 FAILED = frozenset({RouteStatus.FAILED_TO_START, RouteStatus.UNHEALTHY})
 SERVING = frozenset({RouteStatus.HEALTHY, RouteStatus.DEGRADED})
 # Which routes go first when some must: the least useful, oldest first among equals.
@@ -316,3 +319,157 @@ def provision_rolling(deployment: Deployment, routes: Sequence[Route], now: date
         )
     decision = rolling_step(deployment, routes, deployment.deploying_revision_id)
     return Decision(decision.outcome, decision.message, decision.actions, deadline, decision.error_code)
+
+
+# --- canary (SPEC §6) ---------------------------------------------------------------------------------------------
+
+
+def canary_ratios(deployment: Deployment, routes: Sequence[Route], weight: int) -> tuple[tuple[str, float], ...]:
+    """Who takes which share at `weight` percent: up to max(1, ceil(replicas·weight/100)) HEALTHY routes of the
+    deploying revision share `weight` %, the current revision's serving routes the rest. A side with no route to
+    take its share leaves it to the other; with nothing to serve at all, nothing changes (empty)."""
+    green = [r for r in of_revision(routes, deployment.deploying_revision_id) if r.status is RouteStatus.HEALTHY]
+    green = green[: canary_routes(deployment.replicas, weight)] if weight > 0 else []
+    current = [
+        r
+        for r in of_revision(routes, deployment.current_revision_id)
+        if r.status in SERVING and r.terminate_after is None and deployment.current_revision_id is not None
+    ]
+    share = weight / 100 if green and current else (1.0 if green else 0.0)
+    if weight == 100 and green:
+        current = []
+    ratios = [(r.id, share / len(green)) for r in green]
+    ratios += [(r.id, (1.0 - share) / len(current)) for r in current if share < 1.0]
+    return tuple(ratios)
+
+
+def _differs(routes: Sequence[Route], ratios: tuple[tuple[str, float], ...]) -> bool:
+    active = {r.id: r.traffic_ratio for r in routes if r.traffic_status is RouteTrafficStatus.ACTIVE}
+    wanted = dict(ratios)
+    return active.keys() != wanted.keys() or any(abs(active[i] - wanted[i]) > 1e-9 for i in wanted)
+
+
+def _where(deployment: Deployment) -> str:
+    steps = len(deployment.strategy.canary_spec.steps)
+    index = deployment.canary_step_index or 0
+    return f"step {index + 1} of {steps}" if index < steps else "final 100 % of a full promotion"
+
+
+def _canary_failure(deployment: Deployment, routes: Sequence[Route], runs: Runs) -> Decision | None:
+    """What comes first in every canary step: a failed background analysis rolls back; failed new routes are
+    replaced (the others' shares keep the weight)."""
+    background = runs.get(AnalysisRunKind.BACKGROUND)
+    if background is not None and background.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+        return Decision(
+            Outcome.GIVE_UP,
+            f"background analysis {background.phase} ({background.failed} of "
+            f"{background.passed + background.failed} checks failed)",
+            error_code="ANALYSIS_FAILED",
+        )
+    green = of_revision(routes, deployment.deploying_revision_id)
+    failed = [r for r in green if r.status in FAILED]
+    if not failed:
+        return None
+    kept = [r for r in routes if r not in failed]
+    ratios = canary_ratios(deployment, kept, deployment.canary_weight or 0)
+    statuses = ", ".join(sorted({r.status.value for r in failed}))
+    return Decision(
+        Outcome.NEED_RETRY,
+        f"{len(failed)} new route(s) failed ({statuses}); replacing them",
+        Actions(terminate=_ids(failed), create_routes=len(failed), create_revision_id=deployment.deploying_revision_id,
+                ratios=ratios if _differs(kept, ratios) else ()),
+        error_code="ROUTE_FAILED",
+    )  # fmt: skip
+
+
+def _keep_weight(deployment: Deployment, routes: Sequence[Route], message: str, recheck_at: datetime | None,
+                 actions: Actions = NO_ACTIONS) -> Decision:  # fmt: skip
+    """Wait, putting the shares back to the weight if something (a route that stopped) moved them."""
+    ratios = canary_ratios(deployment, routes, deployment.canary_weight or 0)
+    if ratios and _differs(routes, ratios):
+        actions = Actions(actions.create_routes, actions.create_revision_id, actions.terminate, ratios=ratios,
+                          start_analysis=actions.start_analysis)  # fmt: skip
+        message += f"; shares reset to {deployment.canary_weight or 0} %"
+    return Decision(Outcome.WAIT, message, actions, recheck_at=recheck_at)
+
+
+def start_canary(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+    """A canary starts at its first step. A first deploy has nothing to shift from: `replicas` routes start and take
+    all the traffic once all are HEALTHY (READY), within the provisioning timeout."""
+    steps = len(deployment.strategy.canary_spec.steps)
+    if deployment.current_revision_id is not None:
+        return Decision(Outcome.SUCCESS, f"canary starts: {steps} steps", Actions(canary=CanaryMove(0, 0)))
+    decision = provision_blue_green(deployment, routes, now, runs)
+    if decision.outcome is not Outcome.SUCCESS:
+        return decision
+    return Decision(
+        Outcome.SUCCESS,
+        f"first deploy: all {deployment.replicas} routes healthy take 100 % at once, no steps",
+        Actions(terminate=decision.actions.terminate, ratios=canary_ratios(deployment, routes, 100),
+                canary=CanaryMove(steps, 100)),
+    )  # fmt: skip
+
+
+def progress_canary(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+    """The step in progress: a weight once its routes are HEALTHY (all of them in one transaction, with the step's
+    move), a timed pause once its seconds passed, an analysis once its run succeeded (a failure rolls back)."""
+    failure = _canary_failure(deployment, routes, runs)
+    if failure:
+        return failure
+    index = deployment.canary_step_index or 0
+    step = deployment.strategy.canary_spec.step(index)
+    weight = deployment.canary_weight or 0
+    where = _where(deployment)
+    if step.set_weight is not None:
+        wanted = canary_routes(deployment.replicas, step.set_weight)
+        deadline = provisioning_deadline(deployment)
+        green = of_revision(routes, deployment.deploying_revision_id)
+        healthy = [r for r in green if r.status is RouteStatus.HEALTHY]
+        if len(healthy) >= wanted:
+            ratios = canary_ratios(deployment, routes, step.set_weight)
+            current = sum(1 for i, _ in ratios if i not in {r.id for r in healthy})
+            message = (f"weight {weight} % -> {step.set_weight} % ({where}): {min(wanted, len(healthy))} new "
+                       f"route(s) share {step.set_weight} %, {current} current route(s) share "
+                       f"{100 - step.set_weight} %")  # fmt: skip
+            return Decision(
+                Outcome.SUCCESS, message, Actions(ratios=ratios, canary=CanaryMove(index + 1, step.set_weight))
+            )
+        if now >= deadline:
+            timeout = deployment.strategy.provisioning_timeout_seconds
+            return Decision(Outcome.EXPIRED, f"{len(healthy)} of {wanted} new routes healthy for {step.set_weight} % "
+                            f"after the {timeout} s provisioning timeout ({where})",
+                            error_code="PROVISIONING_TIMEOUT")  # fmt: skip
+        missing = max(0, wanted - len(green))
+        message = (
+            f"started {missing} new route(s) for {step.set_weight} % ({where})" if missing else "new routes starting"
+        )
+        actions = Actions(create_routes=missing, create_revision_id=deployment.deploying_revision_id)
+        return _keep_weight(deployment, routes, message, deadline, actions)
+    if step.pause is not None:
+        due = canary_pause_due(deployment)
+        if due is not None and now >= due:
+            return Decision(Outcome.SUCCESS, f"pause of {step.pause.seconds} s at {weight} % ended ({where})",
+                            Actions(canary=CanaryMove(index + 1, weight)))  # fmt: skip
+        return _keep_weight(deployment, routes, f"paused at {weight} % ({where})", due)
+    run = runs.get(AnalysisRunKind.CANARY_STEP)
+    if run is None or run.revision_id != deployment.deploying_revision_id:
+        return _keep_weight(deployment, routes, f"canary step analysis starts ({where})", None,
+                            Actions(start_analysis=AnalysisRunKind.CANARY_STEP))  # fmt: skip
+    if run.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+        return Decision(Outcome.GIVE_UP, f"canary step analysis {run.phase} at {weight} % ({run.failed} of "
+                        f"{run.passed + run.failed} checks failed; {where})", error_code="ANALYSIS_FAILED")  # fmt: skip
+    if run.phase is AnalysisPhase.SUCCESSFUL:
+        return Decision(Outcome.SUCCESS, f"canary step analysis SUCCESSFUL at {weight} % ({where})",
+                        Actions(canary=CanaryMove(index + 1, weight)))  # fmt: skip
+    return _keep_weight(deployment, routes, f"analysis running at {weight} % ({where})", None)  # its end wakes it
+
+
+def canary_pause(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+    """A pause without seconds: only `promoteDeployment` ends it (store/canary.py); meanwhile the weight holds,
+    failed new routes are replaced and a failed background analysis rolls back."""
+    failure = _canary_failure(deployment, routes, runs)
+    if failure:
+        return failure
+    weight = deployment.canary_weight or 0
+    return _keep_weight(deployment, routes, f"paused at {weight} % until promoteDeployment ({_where(deployment)})",
+                        None)  # fmt: skip

@@ -13,7 +13,7 @@ from scheduler.decisions import Decision, Outcome
 from scheduler.providers import Providers
 from scheduler.table import IDLE, Transition, transition_for
 from store import analysis as analysis_store
-from store import deployment_state, history, rollouts, scheduling
+from store import canary, deployment_state, history, rollouts, scheduling
 from store.errors import StoreError
 from store.models import AnalysisRunKind, Deployment
 
@@ -103,6 +103,8 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
             terminate=actions.terminate,
             traffic=actions.traffic,
         )
+        if actions.ratios:
+            await canary.set_ratios(db, deployment, actions.ratios)
     if actions.start_analysis is not None:
         await start_analysis(db, deployment, actions.start_analysis)
 
@@ -131,10 +133,17 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
             # Under the locks of the claim (no route changed since it was taken).
             await rollouts.promote_locked(db, deployment, claim.routes, actor=ACTOR, to_state=to_state,
                                           phase=transition.phase)  # fmt: skip
+        elif outcome is Outcome.SUCCESS and actions.canary is not None:
+            assert to_state is not None  # the next step's state is the table's (CanaryNext)
+            await canary.enter_step(db, deployment, claim.routes, to_state, step_index=actions.canary.step_index,
+                                    weight=actions.canary.weight, phase=transition.phase, message=message,
+                                    actor=ACTOR)  # fmt: skip
         elif to_state is None:
             await history.note(db, deployment, phase=transition.phase, message=message, actor=ACTOR)
             await scheduling.wait(db, deployment, until=decision.recheck_at)
         else:
+            if target.traffic_back:
+                message += await canary.put_traffic_back(db, deployment, claim.routes, actor=ACTOR)
             await deployment_state.move(
                 db,
                 deployment,
@@ -155,6 +164,11 @@ async def start_analysis(db: Database, deployment: Deployment, kind: AnalysisRun
         assert deployment.deploying_revision_id is not None
         await analysis_store.start(db, deployment, kind, spec.pre_promotion_analysis,
                                    deployment.deploying_revision_id, actor=ACTOR)  # fmt: skip
+    step = deployment.strategy.canary_spec.step(deployment.canary_step_index or 0)
+    if kind is AnalysisRunKind.CANARY_STEP and step.analysis is not None:
+        assert deployment.deploying_revision_id is not None
+        await analysis_store.start(db, deployment, kind, step.analysis, deployment.deploying_revision_id,
+                                   actor=ACTOR)  # fmt: skip
 
 
 async def record_failure(db: Database, deployment: Deployment, exc: Exception) -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from scheduler import handlers
 from scheduler.decisions import Decision, Outcome
+from store.canary import PHASE as CANARY
 from store.models import (
     Deployment,
     DeploymentLifecycle,
@@ -26,9 +27,25 @@ State = tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]
 class Target:
     state: State | None  # None: stay in the current state
     swap: bool = False  # the deploying revision becomes the current one
+    traffic_back: bool = False  # a canary: all traffic back on the current revision in the same transaction
 
     def resolve(self, deployment: Deployment) -> State | None:
         return self.state
+
+
+@dataclass(frozen=True)
+class CanaryNext(Target):
+    """Where a canary goes once the step in progress is done (store.models.CanarySpec.state_after): the next step's
+    state, or READY with the revision swapped after the last one. A canary that starts goes to its first step, or,
+    a first deploy (nothing to shift from), straight to READY."""
+
+    def resolve(self, deployment: Deployment) -> State:
+        spec = deployment.strategy.canary_spec
+        if deployment.sub_step is DeploymentLifecycleSubStep.DEPLOYING_PROVISIONING:
+            if deployment.current_revision_id is None:
+                return (DeploymentLifecycle.READY, None)
+            return spec.state_at(0)
+        return spec.state_after(deployment.canary_step_index or 0)
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,8 @@ L, S = DeploymentLifecycle, DeploymentLifecycleSubStep
 STAY = Target(None)
 ROLL_BACK = Target((L.DEPLOYING, S.DEPLOYING_ROLLING_BACK))
 RESTORE = Restore(None)
+CANARY_NEXT = CanaryNext(None)
+CANARY_ROLL_BACK = Target((L.DEPLOYING, S.DEPLOYING_ROLLING_BACK), traffic_back=True)
 
 TRANSITIONS: dict[tuple[L, S | None, DeploymentStrategyType | None], Transition] = {
     (L.DEPLOYING, S.DEPLOYING_PROVISIONING, DeploymentStrategyType.BLUE_GREEN): Transition(
@@ -67,6 +86,18 @@ TRANSITIONS: dict[tuple[L, S | None, DeploymentStrategyType | None], Transition]
     (L.DEPLOYING, S.DEPLOYING_PROVISIONING, DeploymentStrategyType.ROLLING): Transition(
         handlers.provision_rolling, "roll",
         success=Target((L.READY, None), swap=True), expired=ROLL_BACK, give_up=ROLL_BACK,
+    ),
+    (L.DEPLOYING, S.DEPLOYING_PROVISIONING, DeploymentStrategyType.CANARY): Transition(
+        handlers.start_canary, CANARY,
+        success=CANARY_NEXT, expired=CANARY_ROLL_BACK, give_up=CANARY_ROLL_BACK,
+    ),
+    (L.DEPLOYING, S.DEPLOYING_PROGRESSING, DeploymentStrategyType.CANARY): Transition(
+        handlers.progress_canary, CANARY,
+        success=CANARY_NEXT, expired=CANARY_ROLL_BACK, give_up=CANARY_ROLL_BACK,
+    ),
+    (L.DEPLOYING, S.DEPLOYING_AWAITING_PROMOTION, DeploymentStrategyType.CANARY): Transition(
+        handlers.canary_pause, CANARY,
+        success=CANARY_NEXT, expired=CANARY_ROLL_BACK, give_up=CANARY_ROLL_BACK,
     ),
     (L.DEPLOYING, S.DEPLOYING_AWAITING_PROMOTION, None): Transition(
         handlers.await_promotion, PROMOTE,

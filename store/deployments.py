@@ -32,6 +32,10 @@ async def create_deployment(
                 "choose another name or destroy that deployment first"
             ) from None
         assert row is not None
+        row = await db.fetch_one(
+            QUERIES["set_canary_strategy"], {"id": row["id"], "canary": records.canary_spec_json(strategy.canary_spec)}
+        )
+        assert row is not None
         created = records.deployment(row)
         await history.record(
             db,
@@ -113,6 +117,10 @@ async def change_strategy(
         deployment = await lock_at_rest(db, deployment_id, to="change its strategy", projects=projects)
         validation.check_strategy(strategy, deployment.replicas)
         row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
+        row = await db.fetch_one(
+            QUERIES["set_canary_strategy"],
+            {"id": deployment.id, "canary": records.canary_spec_json(strategy.canary_spec)},
+        )
         assert row is not None
         await history.note(
             db,

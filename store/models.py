@@ -21,6 +21,7 @@ class DeploymentLifecycle(enum.StrEnum):
 
 class DeploymentLifecycleSubStep(enum.StrEnum):
     DEPLOYING_PROVISIONING = "DEPLOYING_PROVISIONING"
+    DEPLOYING_PROGRESSING = "DEPLOYING_PROGRESSING"
     DEPLOYING_AWAITING_PROMOTION = "DEPLOYING_AWAITING_PROMOTION"
     DEPLOYING_ROLLING_BACK = "DEPLOYING_ROLLING_BACK"
 
@@ -43,6 +44,7 @@ class RouteTrafficStatus(enum.StrEnum):
 class DeploymentStrategyType(enum.StrEnum):
     ROLLING = "ROLLING"
     BLUE_GREEN = "BLUE_GREEN"
+    CANARY = "CANARY"
 
 
 class SchedulingResult(enum.StrEnum):
@@ -137,12 +139,64 @@ class RollingUpdateSpec:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """A canary pause: `seconds`, or (None) until `promoteDeployment`."""
+
+    seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    """One canary step; validation makes sure exactly one field is set."""
+
+    set_weight: int | None = None
+    pause: Pause | None = None
+    analysis: AnalysisSpec | None = None
+
+
+# The step a full promotion (or a first deploy) goes through: everything on the deploying revision.
+FULL_WEIGHT = CanaryStep(set_weight=100)
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    steps: tuple[CanaryStep, ...] = ()
+    analysis: AnalysisSpec | None = None  # BACKGROUND: from the first step until the rollout ends
+    scale_down_delay_seconds: int = 30
+
+    def step(self, index: int) -> CanaryStep:
+        """The step at `index`; past the last one, the final 100 % (where a full promotion jumps)."""
+        return self.steps[index] if index < len(self.steps) else FULL_WEIGHT
+
+    def state_at(self, index: int) -> tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]:
+        """The state of a canary rollout while step `index` is in progress: a pause without seconds waits for a
+        person, every other step progresses."""
+        pause = self.step(index).pause
+        if pause is not None and pause.seconds is None:
+            return DeploymentLifecycle.DEPLOYING, DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION
+        return DeploymentLifecycle.DEPLOYING, DeploymentLifecycleSubStep.DEPLOYING_PROGRESSING
+
+    def state_after(self, index: int) -> tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]:
+        """The state once step `index` is done: the next step's, or READY (the revision swapped) after the last one
+        (whose weight is 100) and after the final 100 % of a full promotion."""
+        if index + 1 >= len(self.steps):
+            return DeploymentLifecycle.READY, None
+        return self.state_at(index + 1)
+
+
+def canary_routes(replicas: int, weight: int) -> int:
+    """Routes of the deploying revision at `weight` percent: max(1, ceil(replicas · weight / 100))."""
+    return max(1, -(-replicas * weight // 100))
+
+
+@dataclass(frozen=True)
 class Strategy:
     """A deployment's strategy. Both specs are kept so that switching type keeps the other's settings."""
 
     type: DeploymentStrategyType
     blue_green_spec: BlueGreenSpec = field(default_factory=BlueGreenSpec)
     rolling_update_spec: RollingUpdateSpec = field(default_factory=RollingUpdateSpec)
+    canary_spec: CanarySpec = field(default_factory=CanarySpec)
     provisioning_timeout_seconds: int = 600
     max_retries: int = 5
 
@@ -153,6 +207,10 @@ class Strategy:
     @property
     def rolling_update(self) -> RollingUpdateSpec | None:
         return self.rolling_update_spec if self.type is DeploymentStrategyType.ROLLING else None
+
+    @property
+    def canary(self) -> CanarySpec | None:
+        return self.canary_spec if self.type is DeploymentStrategyType.CANARY else None
 
 
 # Records are plain (not frozen) dataclasses: Ariadne's federation support tags entities with their type name.
@@ -175,6 +233,9 @@ class Deployment:
     next_check_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # A canary rollout: the index of the step in progress and the deploying revision's percent of the traffic.
+    canary_step_index: int | None = None
+    canary_weight: int | None = None
 
 
 @dataclass
@@ -256,6 +317,12 @@ class HistoryEntry:
 LIVE_ROUTE_STATUSES = frozenset(
     {RouteStatus.PROVISIONING, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}
 )
+
+
+@dataclass(frozen=True)
+class CanaryStatus:
+    step_index: int
+    weight: int
 
 
 @dataclass

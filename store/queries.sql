@@ -317,12 +317,18 @@ ORDER BY r.seq
 
 -- name: traffic_table
 -- Where each live deployment's traffic goes now, by name (the proxy's routing table), with the revision each route
--- serves (the proxy counts what it forwards per revision).
+-- serves (the proxy counts what it forwards per revision). `preview` rows are the HEALTHY routes of the revision
+-- being deployed, for requests that ask for it (SPEC §6, Preview); their ratio is left to the proxy (equal shares).
 SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio,
-       r.revision_id, v.number AS revision_number
+       r.revision_id, v.number AS revision_number, false AS preview
 FROM deployments d JOIN routes r ON r.deployment_id = d.id JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE' AND r.endpoint_url IS NOT NULL
-ORDER BY d.seq, r.seq
+UNION ALL
+SELECT d.name, d.id, r.id, r.endpoint_url, 1.0, r.revision_id, v.number, true
+FROM deployments d JOIN routes r ON r.deployment_id = d.id AND r.revision_id = d.deploying_revision_id
+     JOIN revisions v ON v.id = r.revision_id
+WHERE d.lifecycle = 'DEPLOYING' AND r.status = 'HEALTHY' AND r.endpoint_url IS NOT NULL
+ORDER BY 8, 2, 3
 
 -- name: share_traffic_equally
 UPDATE routes
@@ -474,3 +480,34 @@ SELECT (SELECT CAST(coalesce(sum(requests), 0) AS bigint) FROM recent) AS reques
 SELECT DISTINCT ON (deployment_id, kind) * FROM analysis_runs
 WHERE deployment_id = ANY(CAST(:deployment_ids AS uuid[]))
 ORDER BY deployment_id, kind, seq DESC
+
+-- Canary (SPEC §6). Inside the transaction that locked the deployment row (then its routes).
+
+-- name: set_canary_strategy
+-- The canary settings of a strategy (written with the rest of it, by create_deployment or set_strategy).
+UPDATE deployments SET canary = :canary WHERE id = :id
+RETURNING *
+
+-- name: set_canary_position
+-- Where a canary rollout stands: the step in progress and the deploying revision's percent (both NULL: none runs).
+UPDATE deployments
+SET canary_step_index = CAST(:step_index AS integer), canary_weight = CAST(:weight AS integer), updated_at = now()
+WHERE id = :id
+RETURNING *
+
+-- name: set_route_ratios
+-- Each listed route takes its own share of the traffic (and stops waiting for a drain); every other route of the
+-- deployment takes none. The shares add up to 1: the caller computes them.
+WITH shares AS (
+    SELECT s.id, s.ratio
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:ratios AS double precision[])) AS s (id, ratio)
+), given AS (
+    UPDATE routes r
+    SET traffic_status = 'ACTIVE', traffic_ratio = shares.ratio, terminate_after = NULL, updated_at = now()
+    FROM shares
+    WHERE r.id = shares.id AND r.deployment_id = :deployment_id
+    RETURNING r.id
+)
+UPDATE routes
+SET traffic_status = 'INACTIVE', traffic_ratio = 0, updated_at = now()
+WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE' AND NOT (id = ANY(CAST(:ids AS uuid[])))

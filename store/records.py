@@ -10,6 +10,8 @@ from store.models import (
     AnalysisRunKind,
     AnalysisSpec,
     BlueGreenSpec,
+    CanarySpec,
+    CanaryStep,
     Deployment,
     DeploymentLifecycle,
     DeploymentLifecycleSubStep,
@@ -19,6 +21,7 @@ from store.models import (
     Measurement,
     MetricCheck,
     MetricProvider,
+    Pause,
     Revision,
     RollingUpdateSpec,
     Route,
@@ -55,6 +58,36 @@ def analysis_spec(value: Mapping[str, Any] | None) -> AnalysisSpec | None:
         return None
     metrics = tuple(MetricCheck(**{**m, "provider": MetricProvider(m["provider"])}) for m in value["metrics"])
     return AnalysisSpec(**{**value, "metrics": metrics})
+
+
+def canary_spec_json(spec: CanarySpec) -> dict[str, Any]:
+    """A canary spec as the jsonb column holds it."""
+    return {
+        "steps": [
+            {
+                "set_weight": step.set_weight,
+                "pause": None if step.pause is None else {"seconds": step.pause.seconds},
+                "analysis": analysis_spec_json(step.analysis),
+            }
+            for step in spec.steps
+        ],
+        "analysis": analysis_spec_json(spec.analysis),
+        "scale_down_delay_seconds": spec.scale_down_delay_seconds,
+    }
+
+
+def canary_spec(value: Mapping[str, Any] | None) -> CanarySpec:
+    if value is None:
+        return CanarySpec()
+    steps = tuple(
+        CanaryStep(
+            set_weight=step["set_weight"],
+            pause=None if step["pause"] is None else Pause(step["pause"]["seconds"]),
+            analysis=analysis_spec(step["analysis"]),
+        )
+        for step in value["steps"]
+    )
+    return CanarySpec(steps, analysis_spec(value["analysis"]), value["scale_down_delay_seconds"])
 
 
 def strategy_values(strategy: Strategy) -> dict[str, Any]:
@@ -100,6 +133,7 @@ def deployment(row: Row) -> Deployment:
                 max_surge=IntOrPercent(row["max_surge_count"], row["max_surge_percent"]),
                 max_unavailable=IntOrPercent(row["max_unavailable_count"], row["max_unavailable_percent"]),
             ),
+            canary_spec=canary_spec(row["canary"]),
             provisioning_timeout_seconds=row["provisioning_timeout_seconds"],
             max_retries=row["max_retries"],
         ),
@@ -110,6 +144,8 @@ def deployment(row: Row) -> Deployment:
         next_check_at=row["next_check_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        canary_step_index=row["canary_step_index"],
+        canary_weight=row["canary_weight"],
     )
 
 

@@ -68,9 +68,17 @@ class Destination:
     revision_number: int
 
 
-async def traffic_table(db: Database) -> dict[str, list[Destination]]:
-    """Deployment name to the ACTIVE routes that share its traffic."""
-    table: dict[str, list[Destination]] = {}
+@dataclass(frozen=True)
+class RoutingTable:
+    """Deployment name to the ACTIVE routes that share its traffic, and to the HEALTHY routes of the revision it is
+    deploying, which requests asking for a preview go to (in equal shares)."""
+
+    traffic: dict[str, list[Destination]]
+    preview: dict[str, list[Destination]]
+
+
+async def traffic_table(db: Database) -> RoutingTable:
+    table = RoutingTable({}, {})
     owners: dict[str, Any] = {}
     for row in await db.fetch_all(QUERIES["traffic_table"]):
         # Names are unique per project only: the oldest live deployment of a name owns the path.
@@ -84,5 +92,5 @@ async def traffic_table(db: Database) -> dict[str, list[Destination]]:
             revision_id=str(row["revision_id"]),
             revision_number=row["revision_number"],
         )
-        table.setdefault(row["name"], []).append(destination)
+        (table.preview if row["preview"] else table.traffic).setdefault(row["name"], []).append(destination)
     return table

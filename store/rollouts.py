@@ -6,7 +6,7 @@ from datetime import datetime
 
 from databases import Database
 
-from store import analysis, history, records, validation
+from store import analysis, canary, history, records, validation
 from store.deployment_state import (
     AWAITING_PROMOTION,
     DEPLOYING,
@@ -82,16 +82,21 @@ async def promote(
     expected_revision_id: str | None = None,
     dry_run: bool = False,
     skip_analysis: bool = False,
+    full: bool = False,
     projects: Projects = None,
 ) -> Promotion:
     """Switch all traffic to the green routes (SPEC §3 rules 3–5). A dry run checks and reports, writing nothing.
-    With a pre-promotion analysis, only once it succeeded, unless `skip_analysis` (recorded in history)."""
+    With a pre-promotion analysis, only once it succeeded, unless `skip_analysis` (recorded in history).
+    A canary resumes from its pause instead, or with `full` skips its remaining steps (store/canary.py)."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     if expected_revision_id is not None:
         expected_revision_id = validation.parse_id(expected_revision_id, "expectedRevisionId")
     async with db.transaction():
         deployment = await lock_deployment(db, deployment_id, projects=projects)
         routes = await lock_routes(db, deployment.id)
+        if deployment.strategy.type is DeploymentStrategyType.CANARY:
+            return await canary.resume(db, deployment, routes, full=full, actor=actor,
+                                       expected_revision_id=expected_revision_id, dry_run=dry_run)  # fmt: skip
         promoted, drained = check_promotion(deployment, routes, expected_revision_id=expected_revision_id)
         pending = await pending_analysis(db, deployment)
         if pending is not None and not skip_analysis:
@@ -325,12 +330,15 @@ async def begin_rollback(
         if deployment.sub_step is ROLLING_BACK:
             raise InvalidState(f"{describe(deployment)}: it is already rolling back")
         [number] = await revision_numbers(db, deployment.deploying_revision_id)
+        back = ""
+        if deployment.strategy.type is DeploymentStrategyType.CANARY:  # the traffic goes back with the request
+            back = await canary.put_traffic_back(db, deployment, await lock_routes(db, deployment.id), actor=actor)
         updated = await move(
             db,
             deployment,
             (DEPLOYING, ROLLING_BACK),
             phase="rollback",
-            message=f"rollback of revision {number} requested" + (f": {reason}" if reason else ""),
+            message=f"rollback of revision {number} requested" + (f": {reason}" if reason else "") + back,
             actor=actor,
         )
     return updated

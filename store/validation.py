@@ -14,6 +14,7 @@ from store.errors import BadUserInput
 from store.models import (
     BUILTIN_METRICS,
     AnalysisSpec,
+    CanarySpec,
     DeploymentStrategyType,
     IntOrPercent,
     MetricCheck,
@@ -86,6 +87,8 @@ def check_strategy(strategy: Strategy, replicas: int) -> None:
     if bg.promotion_timeout_seconds is not None:
         check_range(bg.promotion_timeout_seconds, "strategy.blueGreen.promotionTimeoutSeconds", 1, 7 * DAY)
     check_range(bg.scale_down_delay_seconds, "strategy.blueGreen.scaleDownDelaySeconds", 0, DAY)
+    if strategy.type is DeploymentStrategyType.CANARY:
+        check_canary(strategy.canary_spec, "strategy.canary")
     check_range(strategy.provisioning_timeout_seconds, "strategy.provisioningTimeoutSeconds", 1, DAY)
     check_range(strategy.max_retries, "strategy.maxRetries", 0, 100)
     rolling = strategy.rolling_update_spec
@@ -99,6 +102,43 @@ def check_strategy(strategy: Strategy, replicas: int) -> None:
                 f"strategy.rollingUpdate: with {replicas} replicas both maxSurge and maxUnavailable resolve to 0, "
                 "so no route could ever be replaced; allow at least one surge or unavailable route"
             )
+
+
+MAX_CANARY_STEPS = 100
+
+
+def check_canary(spec: CanarySpec, field: str) -> None:
+    """Steps that each do one thing, weights that only grow and end at 100 %, bounded pauses, sound analyses."""
+    if not 1 <= len(spec.steps) <= MAX_CANARY_STEPS:
+        raise BadUserInput(
+            f"{field}.steps must hold 1 to {MAX_CANARY_STEPS} steps, got {len(spec.steps)}: "
+            "e.g. [{setWeight: 20}, {pause: {seconds: 60}}, {setWeight: 100}]"
+        )
+    highest: int | None = None
+    for i, step in enumerate(spec.steps):
+        at = f"{field}.steps[{i}]"
+        given = [name for name, value in (("setWeight", step.set_weight), ("pause", step.pause),
+                                          ("analysis", step.analysis)) if value is not None]  # fmt: skip
+        if len(given) != 1:
+            what = "none" if not given else " and ".join(given)
+            raise BadUserInput(f"{at} sets {what}: give exactly one of setWeight, pause, analysis")
+        if step.set_weight is not None:
+            check_range(step.set_weight, f"{at}.setWeight", 0, 100)
+            if highest is not None and step.set_weight < highest:
+                raise BadUserInput(
+                    f"{at}.setWeight ({step.set_weight}) is below an earlier weight ({highest}): weights never decrease"
+                )
+            highest = step.set_weight
+        if step.pause is not None and step.pause.seconds is not None:
+            check_range(step.pause.seconds, f"{at}.pause.seconds", 1, DAY)
+        if step.analysis is not None:
+            check_analysis(step.analysis, f"{at}.analysis")
+    if highest != 100:
+        last = "no setWeight" if highest is None else f"the last setWeight is {highest}"
+        raise BadUserInput(f"{field}.steps: {last}; a canary must reach setWeight: 100 with its last weight step")
+    if spec.analysis is not None:
+        check_analysis(spec.analysis, f"{field}.analysis")
+    check_range(spec.scale_down_delay_seconds, f"{field}.scaleDownDelaySeconds", 0, DAY)
 
 
 def check_text(value: str, field: str, max_length: int) -> None:

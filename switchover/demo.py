@@ -68,6 +68,7 @@ class Services:
             "SWITCHOVER_HEALTH_INTERVAL": "0.3",
             "SWITCHOVER_STOP_GRACE": "2",
             "SWITCHOVER_INTROSPECTION": "true",  # GraphiQL needs it
+            "SWITCHOVER_PROXY_FLUSH_SECONDS": "0.5",  # the analysis reads what the proxy counted, fresh
         }
         self.api = f"http://127.0.0.1:{api_port}"
         self.proxy = f"http://127.0.0.1:{proxy_port}"
@@ -189,6 +190,8 @@ class Demo:
         except httpx.HTTPError as exc:
             return f"failed ({type(exc).__name__})"
         if response.status_code != 200:
+            with contextlib.suppress(ValueError, KeyError, TypeError):  # a replica's own 500 says who it is
+                return f"failed ({response.status_code}) by revision {response.json()['revision']}"
             return f"failed ({response.status_code})"
         return f"revision {response.json()['revision']}"
 
@@ -210,11 +213,15 @@ class Demo:
                 await self.retire(edge["node"]["id"], within=60)
         created = await self.gql(
             """mutation($p: ID!) { createDeployment(input: {projectId: $p, name: "sentiment-demo", replicas: 2,
-                 strategy: {type: BLUE_GREEN, blueGreen: {scaleDownDelaySeconds: 5}}}) { deployment { id } } }""",
+                 strategy: {type: BLUE_GREEN, blueGreen: {scaleDownDelaySeconds: 5, postPromotionAnalysis: {
+                   initialDelaySeconds: 2, intervalSeconds: 2, count: 3, metrics: [{name: "success-rate", provider: BUILTIN,
+                   query: "request-success-rate", min: 95}]}}}}) { deployment { id } } }""",
             p=PROJECT,
         )
         self.deployment_id = created["createDeployment"]["deployment"]["id"]
-        say(f"created blue-green deployment sentiment-demo ({self.deployment_id}), 2 replicas")
+        say(f"created blue-green deployment sentiment-demo ({self.deployment_id}), 2 replicas; after each promotion "
+            "a post-promotion analysis checks the success rate the proxy measures (at least 95 %, 3 checks, 2 s "
+            "apart) and reverts the promotion by itself if it falls short")  # fmt: skip
 
         v1 = await self.add_revision("registry.local/sentiment:1.0", {})
         say("deploying revision 1 (first deploy: promoted as soon as both replicas are healthy)")
@@ -231,29 +238,70 @@ class Demo:
         stop = asyncio.Event()
         load = asyncio.create_task(self.load(stop, seen))
         try:
-            await self.promote_under_load(v2)
+            await self.promote_under_load(v2, 2)
+            phase = await self.analysis_ended()
+            if phase != "SUCCESSFUL":
+                raise DemoFailed(f"the post-promotion analysis of revision 2 ended {phase}")
+            say("the analysis passed: the blue routes of revision 1 now drain")
+
+            v3 = await self.add_revision("registry.local/sentiment:3.0-rc", {"REPLICA_ERROR_PERCENT": "20"})
+            say("deploying revision 3, whose replicas answer 20 % of requests with a 500: their health checks pass")
+            await self.deploy(v3)
+            await self.follow("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
+            await self.promote_under_load(v3, 3)
+            phase = await self.analysis_ended()
+            await self.follow_current(2)
+            say(f"the post-promotion analysis of revision 3 ended {phase}: the scheduler REVERTED to revision 2 "
+                "by itself")  # fmt: skip
+            await asyncio.sleep(1)
         finally:
             stop.set()
             load.cancel()  # interrupted: it must not outlive the HTTP client it uses
             with contextlib.suppress(asyncio.CancelledError):
                 await load
         await self.follow("READY")
-        await asyncio.sleep(6)  # past the scale-down delay: the blue replicas are stopped
-        await self.follow("READY")
         return seen
 
-    async def promote_under_load(self, v2: str) -> None:
+    async def promote_under_load(self, revision_id: str, number: int) -> None:
         await asyncio.sleep(2)
         promoted = await self.gql(
             """mutation($d: ID!, $r: ID!) { promoteDeployment(input: {deploymentId: $d, expectedRevisionId: $r}) {
                  promotedRoutes { id } drainedRoutes { id } } }""",
             d=self.deployment_id,
-            r=v2,
+            r=revision_id,
         )
         result = promoted["promoteDeployment"]
-        say(f"PROMOTED revision 2: {len(result['promotedRoutes'])} routes active, "
-            f"{len(result['drainedRoutes'])} blue routes kept warm for 5 s")  # fmt: skip
-        await asyncio.sleep(2)
+        say(f"PROMOTED revision {number}: {len(result['promotedRoutes'])} routes active, "
+            f"{len(result['drainedRoutes'])} old routes kept warm while the post-promotion analysis runs")  # fmt: skip
+
+    async def analysis_ended(self, *, within: float = 60) -> str:
+        """Narrate the newest analysis run's measurements until it ends; returns its phase."""
+        deadline, shown = time.monotonic() + within, 0
+        while True:
+            self.services.check_alive()
+            data = await self.gql(
+                """query($d: ID!) { deployment(id: $d) { analysisRuns(first: 1) { edges { node { phase
+                     revision { number } measurements { metric value passed message } } } } } }""",
+                d=self.deployment_id,
+            )
+            [edge] = data["deployment"]["analysisRuns"]["edges"]
+            run = edge["node"]
+            for m in run["measurements"][shown:]:
+                verdict = {True: "pass", False: "FAIL", None: "no number"}[m["passed"]]
+                say(f"  analysis of revision {run['revision']['number']}: {m['metric']} {verdict}: {m['message']}")
+            shown = len(run["measurements"])
+            if run["phase"] != "RUNNING":
+                return run["phase"]
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"the analysis did not end within {within:.0f} s")
+            await asyncio.sleep(0.3)
+
+    async def follow_current(self, number: int, *, within: float = 30) -> None:
+        deadline = time.monotonic() + within
+        while (await self.snapshot())["currentRevision"]["number"] != number:
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"revision {number} did not serve again within {within:.0f} s")
+            await asyncio.sleep(0.2)
 
     async def add_revision(self, image: str, env: dict[str, str]) -> str:
         data = await self.gql(
@@ -304,12 +352,12 @@ class Demo:
                 raise DemoFailed(f"deployment {deployment_id} was not destroyed within {within:.0f} s")
             await asyncio.sleep(0.2)
 
-    async def clean_up(self) -> None:
+    async def clean_up(self, *, interrupted: bool) -> None:
         """Retire the demo deployment, so that the scheduler stops its replicas and the next run starts afresh.
 
-        After a Ctrl-C the subgraph is stopping too: then the next run retires it, and the services' own stop and
-        `Services.stop` take care of the processes."""
-        if self.deployment_id is None or not self.services.alive("subgraph"):
+        After a Ctrl-C the services are stopping too (the whole process group got it): then the next run retires it,
+        and `Services.stop` takes care of the processes, replicas included, at once."""
+        if interrupted or self.deployment_id is None or not self.services.alive("subgraph"):
             return
         with contextlib.suppress(Exception):  # best effort: whatever the subgraph answers, the processes stop next
             await self.retire(self.deployment_id, within=10)
@@ -329,11 +377,16 @@ Explore further while it keeps running (Ctrl-C stops everything):
 async def show(demo: Demo, args: argparse.Namespace) -> int:
     """The narrated rollout, its summary, then (without --exit) serving until a signal or until a service exits."""
     seen = await demo.run()
-    failed = sum(n for answer, n in seen.items() if answer.startswith("failed"))
+    # The bad revision's own 500s are what the analysis caught; any other failure is the control plane's.
+    bad = sum(n for answer, n in seen.items() if answer.startswith("failed") and answer.endswith("by revision 3"))
+    failed = sum(n for answer, n in seen.items() if answer.startswith("failed")) - bad
     say("summary:")
     for answer, n in sorted(seen.items()):
-        print(f"    {n:5d} requests answered by {answer}")
-    print(f"    {sum(seen.values()) - failed} passed, {failed} failed during the promotion")
+        print(
+            f"    {n:5d} requests answered by {answer}" if not answer.startswith("failed") else f"    {n:5d} {answer}"
+        )
+    print(f"    {bad} requests failed by the bad revision 3 itself before the analysis reverted it")
+    print(f"    {sum(seen.values()) - failed - bad} passed, {failed} failed during the promotions")
     if failed:
         return 1
     if not args.exit:
@@ -384,7 +437,7 @@ async def main_async(args: argparse.Namespace, settings: Settings, url: str) -> 
         try:
             with contextlib.suppress(OSError):  # a stdout gone (a pipe's reader exited) must not skip the clean-up
                 say("cleaning up: destroying the demo deployment and stopping every process")
-            await demo.clean_up()
+            await demo.clean_up(interrupted=bool(received))
         finally:
             services.stop()
             await demo.http.aclose()

@@ -34,6 +34,8 @@ routes(status: [PROVISIONING, HEALTHY, UNHEALTHY, DEGRADED, TERMINATING, FAILED_
   id status trafficStatus trafficRatio endpointUrl revision { number }
 }
 history(first: 8) { edges { node { id phase result message actor createdAt } } }
+analysisRuns(first: 1) { edges { node { kind phase passedChecks failedChecks revision { number }
+  measurements { metric value passed message at } } } }
 """
 console = Console(highlight=False)
 
@@ -72,6 +74,7 @@ def render(d: dict[str, Any], events: list[str] | None = None) -> Group:
         lines.append(Text(f"waiting for: {d['waitingFor']['message']}", style="yellow"))
     if d["nextActionAt"]:
         lines.append(Text(f"scheduler acts next at {d['nextActionAt']}", style="dim"))
+    lines += analysis_lines(d)
     routes = Table("route", "revision", "status", "traffic", box=None, pad_edge=False)
     for r in d["routes"]:
         traffic = f"ACTIVE {r['trafficRatio']:.0%}" if r["trafficStatus"] == "ACTIVE" else "-"
@@ -88,6 +91,22 @@ def render(d: dict[str, Any], events: list[str] | None = None) -> Group:
         ]
     )
     return Group(*lines, routes, Text("recent events:", style="bold"), *(Text(line) for line in history[-8:]))
+
+
+def analysis_lines(d: dict[str, Any]) -> list[Text]:
+    """The newest analysis run and its last measurements."""
+    edges = d.get("analysisRuns", {}).get("edges") or []
+    if not edges:
+        return []
+    run = edges[0]["node"]
+    colour = {"SUCCESSFUL": "green", "FAILED": "red", "ERROR": "red"}.get(run["phase"], "yellow")
+    kind = run["kind"].lower().replace("_", "-")
+    lines = [Text.assemble(f"analysis: {kind} of revision {run['revision']['number']} ", (run["phase"], colour),
+                           f" ({run['passedChecks']} passed, {run['failedChecks']} failed)")]  # fmt: skip
+    for m in run["measurements"][-3:]:
+        verdict = {True: ("pass", "green"), False: ("fail", "red"), None: ("no number", "red")}[m["passed"]]
+        lines.append(Text.assemble(f"  {m['at'][11:19]} {m['metric']}: ", verdict, f" {m['message']}"))
+    return lines
 
 
 async def cmd_deployments(client: Client, args: argparse.Namespace) -> int:
@@ -196,10 +215,10 @@ async def cmd_promote(client: Client, args: argparse.Namespace) -> int:
     d = await find(client, args.name, args.project)
     expected = await revision_id(client, d["id"], args.expect_revision) if args.expect_revision else None
     data = await client.execute(
-        "mutation($d: ID!, $e: ID, $dry: Boolean) { promoteDeployment(input: {deploymentId: $d, "
-        "expectedRevisionId: $e, dryRun: $dry}) { dryRun deployment { currentRevision { number } } "
-        "promotedRoutes { id } drainedRoutes { id } } }",
-        d=d["id"], e=expected, dry=args.dry_run,
+        "mutation($d: ID!, $e: ID, $dry: Boolean, $skip: Boolean) { promoteDeployment(input: {deploymentId: $d, "
+        "expectedRevisionId: $e, dryRun: $dry, skipAnalysis: $skip}) { dryRun "
+        "deployment { currentRevision { number } } promotedRoutes { id } drainedRoutes { id } } }",
+        d=d["id"], e=expected, dry=args.dry_run, skip=args.skip_analysis,
     )  # fmt: skip
     result = data["promoteDeployment"]
     verb = "would promote" if result["dryRun"] else "promoted"
@@ -277,6 +296,9 @@ def add_parsers(commands: Any, defaults: dict[str, str | None]) -> None:
     promote = commands.choices["promote"]
     promote.add_argument("--expect-revision", type=int, metavar="N", help="refuse unless revision N is deploying")
     promote.add_argument("--dry-run", action="store_true")
+    promote.add_argument(
+        "--skip-analysis", action="store_true", help="promote although the pre-promotion analysis has not succeeded"
+    )
     for name in ("rollback", "revert"):
         commands.choices[name].add_argument("--reason")
 

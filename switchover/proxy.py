@@ -32,20 +32,28 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectTimeout)
 
 
+PREVIEW_HEADER = "x-switchover-preview"
+
+
 class TrafficTable:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.routes: dict[str, list[replicas.Destination]] = {}
+        self.preview: dict[str, list[replicas.Destination]] = {}
         self.lock = asyncio.Lock()
 
     async def reload(self) -> None:
         async with self.lock:
-            self.routes = await replicas.traffic_table(self.db)
+            table = await replicas.traffic_table(self.db)
+            self.routes, self.preview = table.traffic, table.preview
 
-    def pick(self, name: str) -> replicas.Destination | None:
-        destinations = self.routes.get(name)
+    def pick(self, name: str, *, preview: bool = False) -> replicas.Destination | None:
+        """A route by traffic ratio; with `preview`, one of the deploying revision's healthy routes, evenly."""
+        destinations = (self.preview if preview else self.routes).get(name)
         if not destinations:
             return None
+        if preview:
+            return random.choice(destinations)
         return random.choices(destinations, weights=[d.traffic_ratio for d in destinations])[0]
 
 
@@ -77,10 +85,16 @@ def create_proxy(
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         tried: replicas.Destination | None = None
+        preview = request.headers.get(PREVIEW_HEADER) == "1"
         for attempt in range(attempts):
-            destination = table.pick(name)
+            destination = table.pick(name, preview=preview)
             if destination is None:
-                unrouted = JSONResponse({"error": f"deployment {name!r} has no route taking traffic"}, status_code=503)
+                missing = (
+                    "no revision being deployed with a healthy route to preview"
+                    if preview
+                    else "no route taking traffic"
+                )
+                unrouted = JSONResponse({"error": f"deployment {name!r} has {missing}"}, status_code=503)
                 return tried, unrouted
             tried = destination
             try:

@@ -18,6 +18,15 @@ VIOLATIONS = {
     "traffic ratios of a deployment do not add up to 1": """
         SELECT deployment_id FROM routes WHERE traffic_status = 'ACTIVE'
         GROUP BY deployment_id HAVING abs(sum(traffic_ratio) - 1) > 1e-9""",
+    "a canary's new revision takes another share than its weight": """
+        SELECT d.id FROM deployments d JOIN routes r ON r.deployment_id = d.id AND r.traffic_status = 'ACTIVE'
+        WHERE d.strategy_type = 'CANARY' AND d.sub_step IN ('DEPLOYING_PROGRESSING', 'DEPLOYING_AWAITING_PROMOTION')
+        GROUP BY d.id, d.canary_weight
+        HAVING abs(coalesce(sum(r.traffic_ratio) FILTER (WHERE r.revision_id = d.deploying_revision_id), 0)
+                   - d.canary_weight / 100.0) > 1e-9""",
+    "a canary rollout has no step in progress": """
+        SELECT id FROM deployments WHERE strategy_type = 'CANARY'
+          AND sub_step IN ('DEPLOYING_PROGRESSING', 'DEPLOYING_AWAITING_PROMOTION') AND canary_step_index IS NULL""",
     "a deployment without a serving revision has traffic": """
         SELECT d.id FROM deployments d JOIN routes r ON r.deployment_id = d.id
         WHERE d.lifecycle IN ('PENDING', 'DESTROYED') AND r.traffic_status = 'ACTIVE'""",

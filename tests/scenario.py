@@ -12,7 +12,10 @@ from scheduler.providers import Providers
 from scheduler.runner import run_once
 from store import deployments, reads, rollouts, route_health
 from store.models import (
+    AnalysisSpec,
     BlueGreenSpec,
+    CanarySpec,
+    CanaryStep,
     Deployment,
     DeploymentStrategyType,
     IntOrPercent,
@@ -45,6 +48,16 @@ def rolling(surge: IntOrPercent, unavailable: IntOrPercent, **limits: Any) -> St
     return Strategy(
         type=DeploymentStrategyType.ROLLING,
         rolling_update_spec=RollingUpdateSpec(max_surge=surge, max_unavailable=unavailable),
+        **limits,
+    )
+
+
+def canary(
+    *steps: CanaryStep, analysis: AnalysisSpec | None = None, scale_down_delay_seconds: int = 30, **limits: Any
+) -> Strategy:
+    return Strategy(
+        type=DeploymentStrategyType.CANARY,
+        canary_spec=CanarySpec(steps, analysis, scale_down_delay_seconds),
         **limits,
     )
 

@@ -51,7 +51,7 @@ def demo_env(tmp_path: Path, marker: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "SWITCHOVER_DATA_DIR": str(tmp_path / "data"), MARKER: marker, **extra}
 
 
-def test_the_demo_rolls_out_two_revisions_with_no_failed_request(database_url: str, tmp_path: Path) -> None:
+def test_the_demo_rolls_out_revisions_and_reverts_a_bad_one_by_itself(database_url: str, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     try:
         result = subprocess.run(
@@ -65,8 +65,10 @@ def test_the_demo_rolls_out_two_revisions_with_no_failed_request(database_url: s
         assert result.returncode == 0, result.stdout + result.stderr
         assert "requests answered by revision 1" in result.stdout
         assert "requests answered by revision 2" in result.stdout
-        assert " 0 failed during the promotion" in result.stdout
-        assert "PROMOTED revision 2" in result.stdout
+        assert " 0 failed during the promotions" in result.stdout
+        assert "PROMOTED revision 2" in result.stdout and "PROMOTED revision 3" in result.stdout
+        assert "REVERTED to revision 2 by itself" in result.stdout
+        assert "requests failed by the bad revision 3 itself" in result.stdout
         assert started_by(marker) == []
     finally:
         kill_all(marker)

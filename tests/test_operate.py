@@ -120,3 +120,34 @@ def test_bad_usage_exits_with_2() -> None:
 
     result = subprocess.run([sys.executable, "-m", "switchover", "promote"], capture_output=True, text=True)
     assert result.returncode == 2
+
+
+async def test_status_shows_the_analysis_and_promote_can_skip_it(scenario: Scenario, api: str) -> None:
+    from scheduler.providers import Providers
+    from tests.live_server import serving
+    from tests.test_analysis import Stub, spec
+
+    stub, providers = Stub(), Providers(allow_loopback=True)
+    async with serving(stub.app()) as metrics:
+        await scenario.given_deployment(replicas=1, strategy=blue_green(pre_promotion_analysis=spec(metrics)))
+        name = (await scenario.deployment()).name
+        await scenario.deploy()
+        for _ in range(3):  # the first deploy's analysis: three checks, ten seconds apart
+            await scenario.tick(providers)
+            await scenario.healthy(revision=1)
+            await scenario.shift_time(10)
+        await scenario.tick(providers)
+        await scenario.deploy()
+        await scenario.tick(providers)
+        await scenario.healthy(revision=2)
+        await scenario.tick(providers)  # the pre-promotion analysis of revision 2 starts and takes a check
+        await providers.aclose()
+
+    status_code, status = await switchover("status", name, url=api)
+    refused_code, refused = await switchover("promote", name, url=api)
+    skipped_code, skipped = await switchover("promote", name, "--skip-analysis", url=api)
+
+    assert status_code == 0 and "analysis: pre-promotion of revision 2 RUNNING (1 passed, 0 failed)" in status, status
+    assert "error-rate: pass" in status
+    assert refused_code == 1 and "INVALID_STATE" in refused and "skipAnalysis" in refused, refused
+    assert skipped_code == 0 and "promoted revision 2" in skipped, skipped

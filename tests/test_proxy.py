@@ -72,3 +72,36 @@ async def test_an_unknown_deployment_is_a_clear_503(proxy: str) -> None:
         response = await client.get(f"{proxy}/nobody-here/v1/predict")
     assert response.status_code == 503
     assert "nobody-here" in response.json()["error"]
+
+
+async def test_a_preview_request_reaches_only_the_healthy_routes_of_the_revision_being_deployed(
+    scenario: Scenario, machine: Machine, proxy: str
+) -> None:
+    await scenario.given_deployment(replicas=2, strategy=blue_green())
+    url = f"{proxy}/{(await scenario.deployment()).name}/v1/predict"
+    preview = {"x-switchover-preview": "1"}
+    await scenario.deploy()
+    await machine.until_state("READY")
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        nothing = await client.post(url, content=b"x", headers=preview)  # nothing being deployed
+        await scenario.deploy()
+        await machine.until_state("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
+
+        async def table_reloaded() -> bool:
+            return (await client.post(url, content=b"x", headers=preview)).status_code == 200
+
+        await machine.until(table_reloaded)  # the proxy follows the database within a second
+        previewed: Counter[int | str] = Counter()
+        for _ in range(20):
+            previewed.update(await answers_with(client, url, preview))
+        plain = await answers(client, url, 20)
+
+    assert nothing.status_code == 503 and "preview" in nothing.json()["error"]
+    assert previewed == Counter({2: 20})  # green, before promotion
+    assert plain == Counter({1: 20})  # everyone else still gets blue
+
+
+async def answers_with(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> Counter[int | str]:
+    response = await client.post(url, content=b"hello", headers=headers)
+    return Counter([response.json()["revision"] if response.status_code == 200 else f"HTTP {response.status_code}"])

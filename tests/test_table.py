@@ -47,6 +47,7 @@ CASES = [
     for state, strategy, current in itertools.product(ALL_STATES, DeploymentStrategyType, (True, False))
     if not (state[0] is L.READY and not current) and not (state[0] is L.PENDING and current)
     if not (state[1] is S.DEPLOYING_AWAITING_PROMOTION and strategy is DeploymentStrategyType.ROLLING)
+    if not (state[1] is S.DEPLOYING_PROGRESSING and strategy is not DeploymentStrategyType.CANARY)
 ]
 
 
