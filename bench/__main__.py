@@ -1,4 +1,4 @@
-"""The whole benchmark: `python -m bench [--load-seconds 60] [--quick] [--only api,scheduler,reaction,load]`.
+"""The whole benchmark: `python -m bench [--load-seconds 60] [--quick] [--only api,scheduler,reaction,analysis,load]`.
 
 bench/run.sh is the one command (it prepares the virtual environment first). Writes bench/results.json,
 bench/RESULTS.md and bench/profiles/*.txt.
@@ -9,11 +9,12 @@ import asyncio
 import json
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
-from bench import b_api, b_loadtest, b_reaction, b_scheduler, common, report
+from bench import b_analysis, b_api, b_loadtest, b_reaction, b_scheduler, common, report
 
-SECTIONS = ("api", "scheduler", "reaction", "load")
+SECTIONS = ("api", "scheduler", "reaction", "analysis", "load")
 
 
 def options() -> argparse.Namespace:
@@ -43,6 +44,11 @@ def options() -> argparse.Namespace:
         "reaction_deployments": 50 if quick else 200,
         "idle_seconds": 3.0 if quick else 10.0,
         "wake_samples": 5 if quick else 20,
+        # §8
+        "analysis_reaction": 30 if quick else 100,
+        "analysis_runs": 1_000,
+        "analysis_due": 40 if quick else 100,
+        "proxy_requests": 500 if quick else 3_000,
         # load test
         "load_deployments": 40 if quick else 120,
     }
@@ -65,7 +71,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "options": {k: v for k, v in vars(args).items() if k not in ("only",)},
         "errors": {},
     }
-    runners = {"api": b_api.run, "scheduler": b_scheduler.run, "reaction": b_reaction.run, "load": b_loadtest.run}
+    runners = {
+        "api": b_api.run,
+        "scheduler": b_scheduler.run,
+        "reaction": b_reaction.run,
+        "analysis": b_analysis.run,
+        "load": b_loadtest.run,
+    }
     with common.RssSampler() as sampler:
         for section in args.sections:
             print(f"== {section}", flush=True)
@@ -81,11 +93,32 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def merge(new: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The sections of an earlier results.json that this run did not measure (`--only`) are kept, each with the
+    start time of the run that measured it (`measured`)."""
+    new["measured"] = {section: new["started"] for section in SECTIONS if section in new}
+    if not path.exists():
+        return new
+    old = json.loads(path.read_text())
+    for section in SECTIONS:
+        if section in new or section in new["errors"] or section not in old:
+            continue
+        new[section] = old[section]
+        new["measured"][section] = old.get("measured", {}).get(section, old["started"])
+        new.setdefault("section_seconds", {})[section] = old.get("section_seconds", {}).get(section)
+        if section in old.get("errors", {}):
+            new["errors"][section] = old["errors"][section]
+    for phase, peaks in old.get("memory_mib", {}).items():
+        new["memory_mib"].setdefault(phase, peaks)
+    return new
+
+
 if __name__ == "__main__":
     arguments = options()
     began = time.perf_counter()
     outcome = asyncio.run(main(arguments))
     outcome["total_seconds"] = time.perf_counter() - began
+    outcome = merge(outcome, common.BENCH / "results.json")
     (common.BENCH / "results.json").write_text(json.dumps(outcome, indent=1, default=str) + "\n")
     report.write(outcome)
     print(f"wrote {common.BENCH / 'RESULTS.md'} in {outcome['total_seconds']:.0f} s", flush=True)

@@ -165,11 +165,13 @@ def start_server(database_url: str, *, profile: Path | None = None, name: str = 
     return process
 
 
-def start_scheduler(database_url: str, *, name: str = "scheduler", profile: Path | None = None) -> Process:
+def start_scheduler(
+    database_url: str, *, name: str = "scheduler", profile: Path | None = None, env: dict[str, str] | None = None
+) -> Process:
     return start(
         name,
         ["-m", "switchover", "scheduler"],
-        {"DATABASE_URL": database_url, "SWITCHOVER_RUNTIME": "external"},
+        {"DATABASE_URL": database_url, "SWITCHOVER_RUNTIME": "external", **(env or {})},
         profile=profile,
     )
 

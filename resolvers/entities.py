@@ -13,6 +13,7 @@ from resolvers.context import context
 from scheduler import deadlines
 from scheduler.diagnosis import WaitingFor, waiting_for
 from store import reads
+from store.analysis import judged_revision
 from store.models import (
     AnalysisRun,
     AnalysisRunKind,
@@ -27,7 +28,6 @@ from store.models import (
     RouteStatus,
     RouteTrafficStatus,
 )
-from store.scheduling import analyses_canary
 from store.validation import canonical_id
 
 deployment_type = FederatedObjectType("Deployment")
@@ -85,12 +85,8 @@ async def resolve_waiting_for(deployment: Deployment, info: GraphQLResolveInfo) 
     ctx = context(info)
     routes = await ctx.load(reads.routes_of_deployments, deployment.id, statuses=None, traffic_status=None)
     runs: dict[AnalysisRunKind, AnalysisRun] = {}
-    if (
-        spec.pre_promotion_analysis is not None
-        or spec.post_promotion_analysis is not None
-        or analyses_canary(deployment)
-    ):
-        judged = deployment.deploying_revision_id or deployment.current_revision_id
+    judged = judged_revision(deployment)
+    if judged is not None:
         latest = await ctx.load(reads.latest_analysis_runs, deployment.id)
         runs = {AnalysisRunKind(k): r for k, r in (latest or {}).items() if r.revision_id == judged}
     return waiting_for(deployment, routes, await ctx.now(), runs)

@@ -31,6 +31,18 @@ WORDS = {
 }
 
 
+def judged_revision(deployment: Deployment) -> str | None:
+    """The revision whose analysis runs matter to the deployment now (the one being deployed, else the one serving),
+    or None when its strategy runs no analysis: then nobody needs to read any run."""
+    bg, canary = deployment.strategy.blue_green_spec, deployment.strategy.canary
+    analyses = (
+        bg.pre_promotion_analysis is not None
+        or bg.post_promotion_analysis is not None
+        or (canary is not None and (canary.analysis is not None or any(s.analysis is not None for s in canary.steps)))
+    )
+    return (deployment.deploying_revision_id or deployment.current_revision_id) if analyses else None
+
+
 async def start(
     db: Database, deployment: Deployment, kind: AnalysisRunKind, spec: AnalysisSpec, revision_id: str, *, actor: str
 ) -> AnalysisRun:

@@ -23,22 +23,8 @@ class Claim:
 async def _claim(db: Database, row: Any) -> Claim:
     deployment = records.deployment(row)
     routes = await deployment_state.lock_routes(db, deployment.id)
-    spec = deployment.strategy.blue_green_spec
-    runs: dict[AnalysisRunKind, AnalysisRun] = {}
-    if (
-        spec.pre_promotion_analysis is not None
-        or spec.post_promotion_analysis is not None
-        or analyses_canary(deployment)
-    ):
-        revision_id = deployment.deploying_revision_id or deployment.current_revision_id
-        runs = await analysis.runs_of_revision(db, deployment.id, revision_id)
+    runs = await analysis.runs_of_revision(db, deployment.id, analysis.judged_revision(deployment))
     return Claim(deployment, routes, row["database_now"], runs)
-
-
-def analyses_canary(deployment: Deployment) -> bool:
-    """Whether a deployment's canary runs analyses (background or in a step)."""
-    spec = deployment.strategy.canary
-    return spec is not None and (spec.analysis is not None or any(s.analysis is not None for s in spec.steps))
 
 
 async def claim_due(db: Database) -> Claim | None:

@@ -34,6 +34,7 @@ routes(status: [PROVISIONING, HEALTHY, UNHEALTHY, DEGRADED, TERMINATING, FAILED_
   id status trafficStatus trafficRatio endpointUrl revision { number }
 }
 history(first: 8) { edges { node { id phase result message actor createdAt } } }
+canaryStatus { stepIndex weight }
 analysisRuns(first: 1) { edges { node { kind phase passedChecks failedChecks revision { number }
   measurements { metric value passed message at } } } }
 """
@@ -70,6 +71,11 @@ def render(d: dict[str, Any], events: list[str] | None = None) -> Group:
     ]
     if deploying:
         lines.append(Text(f"deploying: revision {deploying['number']} ({deploying['image']})"))
+    if d.get("canaryStatus"):
+        status = d["canaryStatus"]
+        lines.append(
+            Text(f"canary: step {status['stepIndex'] + 1}, {status['weight']} % of the traffic on the new revision")
+        )
     if d["waitingFor"]:
         lines.append(Text(f"waiting for: {d['waitingFor']['message']}", style="yellow"))
     if d["nextActionAt"]:
@@ -215,14 +221,18 @@ async def cmd_promote(client: Client, args: argparse.Namespace) -> int:
     d = await find(client, args.name, args.project)
     expected = await revision_id(client, d["id"], args.expect_revision) if args.expect_revision else None
     data = await client.execute(
-        "mutation($d: ID!, $e: ID, $dry: Boolean, $skip: Boolean) { promoteDeployment(input: {deploymentId: $d, "
-        "expectedRevisionId: $e, dryRun: $dry, skipAnalysis: $skip}) { dryRun "
+        "mutation($d: ID!, $e: ID, $dry: Boolean, $skip: Boolean, $full: Boolean) { promoteDeployment(input: "
+        "{deploymentId: $d, expectedRevisionId: $e, dryRun: $dry, skipAnalysis: $skip, full: $full}) { dryRun "
         "deployment { currentRevision { number } } promotedRoutes { id } drainedRoutes { id } } }",
-        d=d["id"], e=expected, dry=args.dry_run, skip=args.skip_analysis,
+        d=d["id"], e=expected, dry=args.dry_run, skip=args.skip_analysis, full=args.full,
     )  # fmt: skip
     result = data["promoteDeployment"]
     verb = "would promote" if result["dryRun"] else "promoted"
     number = d["deployingRevision"]["number"] if d["deployingRevision"] else "?"
+    if d["strategy"]["type"] == "CANARY":  # a promotion resumes a pause, or (--full) goes to 100 %
+        done = "going to 100 %" if args.full else "resumed at its next step"
+        console.print(f"canary of revision {number} of {args.name}: {done}")
+        return OK
     console.print(
         f"{verb} revision {number} of {args.name}: {len(result['promotedRoutes'])} routes active, "
         f"{len(result['drainedRoutes'])} draining"
@@ -299,6 +309,7 @@ def add_parsers(commands: Any, defaults: dict[str, str | None]) -> None:
     promote.add_argument(
         "--skip-analysis", action="store_true", help="promote although the pre-promotion analysis has not succeeded"
     )
+    promote.add_argument("--full", action="store_true", help="canary: skip the remaining steps and go to 100 %%")
     for name in ("rollback", "revert"):
         commands.choices[name].add_argument("--reason")
 

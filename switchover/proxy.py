@@ -65,8 +65,10 @@ def create_proxy(
     refresh_seconds: float = 1.0,
     flush_seconds: float = 5.0,
     proxy_id: str | None = None,
+    count: bool = True,
 ) -> Starlette:
-    """The proxy app; `app.state.counts` is what it counted (its `flush(db)` writes them now)."""
+    """The proxy app; `app.state.counts` is what it counted (its `flush(db)` writes them now). `count=False`
+    forwards without counting: only the bench uses it, to measure what counting costs (bench/b_analysis.py)."""
     table = TrafficTable(db)
     client = httpx.AsyncClient(timeout=30.0)
     counts = TrafficCounts(proxy_id)
@@ -75,7 +77,7 @@ def create_proxy(
         started = time.perf_counter()
         name = request.path_params["name"]
         tried, response = await send(request, name)
-        if tried is not None:
+        if tried is not None and count:
             counts.count(name, tried, response.status_code, time.perf_counter() - started)
         return response
 

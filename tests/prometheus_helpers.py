@@ -7,7 +7,6 @@ served while a synchronous fixture polls.
 """
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import debian
+
 PROMETHEUS = Path("/usr/bin/prometheus")
 JOB = "switchover-tests"
 START_SECONDS = 60  # ≈ 6 s here (its first scrape waits for target discovery); generous for a loaded machine
@@ -25,26 +26,7 @@ START_SECONDS = 60  # ≈ 6 s here (its first scrape waits for target discovery)
 
 def ensure_prometheus() -> None:
     """Install Debian's prometheus package when it is missing; skip the calling tests only if that is impossible."""
-    if PROMETHEUS.exists():
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # Another installer (a parallel test setup) may hold dpkg's lock: wait for it rather than fail.
-    lock = ["-o", "DPkg::Lock::Timeout=300"]
-    # Without recommends: the node exporter it recommends is a service the tests do not want.
-    install = ["apt-get", *lock, "install", "-y", "--no-install-recommends", "prometheus"]
-    for command in (["apt-get", *lock, "update"], install):
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot install Prometheus for the provider tests: {' '.join(command)} failed: {exc}")
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            pytest.skip(
-                f"cannot install Prometheus for the provider tests: {' '.join(command)} exited "
-                f"{done.returncode}: {' / '.join(tail)}"
-            )
-    if not PROMETHEUS.exists():
-        pytest.skip(f"apt-get installed prometheus, but {PROMETHEUS} is missing")
+    debian.ensure(["prometheus"], provides=[PROMETHEUS], why="the provider tests")
 
 
 def free_port() -> int:

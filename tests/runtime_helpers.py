@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from scheduler.probes import HealthChecker
 from scheduler.process_runtime import ProcessRuntime
+from scheduler.providers import Providers
 from scheduler.runner import run_once
 from tests.scenario import Scenario
 
@@ -15,13 +16,14 @@ class Machine:
         self.scenario = scenario
         self.runtime = ProcessRuntime(scenario.db, stop_grace_seconds=2)
         self.checker = HealthChecker(scenario.db, timeout_seconds=1, healthy_after=1, unhealthy_after=2)
+        self.providers: Providers | None = None  # what analysis checks are measured with (run_once's default)
 
     async def turn(self) -> None:
         """One round of everything the scheduler process does."""
-        await run_once(self.scenario.db)
+        await run_once(self.scenario.db, providers=self.providers)
         await self.runtime.run_once()
         await self.checker.run_once()
-        await run_once(self.scenario.db)
+        await run_once(self.scenario.db, providers=self.providers)
 
     async def until(self, condition: Callable[[], Awaitable[bool]], *, within: float = 30) -> None:
         deadline = time.monotonic() + within

@@ -1,4 +1,5 @@
-"""The web dashboard, end to end in headless Chromium: a blue-green rollout followed live, then promoted by hand.
+"""The web dashboard, end to end in headless Chromium: a blue-green rollout followed live, then promoted by hand; a
+metric analysis followed check by check; a canary followed step by step.
 
 Chromium and its driver come from Debian (`chromium`, `chromium-driver`); the `browser` fixture installs them when
 they are missing and skips only if that install fails. Selenium calls block, so each runs in a thread: the event
@@ -16,11 +17,14 @@ from typing import Any
 
 import pytest
 
+from scheduler.providers import Providers
 from store.models import RouteStatus
 from switchover.app import create_app
 from switchover.settings import Settings
 from tests.live_server import serving
-from tests.scenario import Scenario, blue_green
+from tests.scenario import Scenario, blue_green, canary
+from tests.test_analysis import Stub, checks_taken, first_deploy, green_healthy, spec
+from tests.test_canary import held, pause, weight
 from tests.tokens import SECRET, token
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -273,3 +277,139 @@ async def test_with_a_jwt_secret_the_page_asks_for_a_token_and_keeps_it(
         await scenario.deploy()  # live events, authorized by the token in connection_init
         await page.shows("the deployment rolling out", "tbody tr", name, "DEPLOYING", "rev 1")
         await page.script("sessionStorage.clear()")
+
+
+async def open_afresh(page: Page, url: str) -> None:
+    """Open url after leaving the last test's page, whose console (a server gone, say) is no business of this one."""
+    await page.open("about:blank")
+    await page.call(page.driver.get_log, "browser")  # reading the log empties it
+    await page.open(url)
+
+
+async def no_script_errors(page: Page) -> None:
+    console = await page.call(page.driver.get_log, "browser")
+    assert [e for e in console if e["level"] == "SEVERE"] == [], console  # no script error, no CSP violation
+
+
+async def test_a_pre_promotion_analysis_is_followed_live_check_by_check(
+    scenario: Scenario, db: Any, settings: Settings, page: Page
+) -> None:
+    metrics = Stub()
+    providers = Providers(allow_loopback=True)  # the stub listens on loopback
+    newest = ".runs > article:first-child"
+    try:
+        async with serving(metrics.app()) as stub_url, serving(create_app(settings, db)) as url:
+            strategy = blue_green(pre_promotion_analysis=spec(stub_url, count=4, failure_limit=1))
+            await scenario.given_deployment(replicas=2, strategy=strategy)
+            await first_deploy(scenario, providers)  # revision 1 is analysed too: 4 passing checks
+
+            await open_afresh(page, f"{url}/#/d/{scenario.id}")
+            await page.shows("revision 1's run, ended", f'{newest}[data-phase="SUCCESSFUL"]', "revision 1", "4 passed")
+            await page.shows("a live connection", "#live", "Live")
+            await page.script("window.notReloaded = true")
+
+            await green_healthy(scenario, providers)  # revision 2's run starts and takes its first check
+            await page.shows("the new run", f'{newest}[data-phase="RUNNING"]', "Pre-promotion analysis", "revision 2",
+                             "RUNNING", "1 passed · 0 failed", "next check")  # fmt: skip
+            await page.shows("its passing measurement", f'{newest} tr[data-outcome="pass"]', "error-rate", "✓ pass",
+                             "1", "within")  # fmt: skip
+            await page.shows("why it waits", "#d-waiting", "ANALYSIS")
+            assert not await page.on("#act-promote", lambda e: e.is_enabled())
+            assert "analysis is still running" in await page.text("#why-promote")
+
+            metrics.status = 500  # the provider gives no number: an error, never a pass
+            await checks_taken(scenario, providers, 1)
+            await page.shows("a check without a number", f'{newest} tr[data-outcome="none"]', "error-rate",
+                             "? no number", "—", "500")  # fmt: skip
+            await page.has("two checks in the strip", f"{newest} .checks li", 2)
+
+            metrics.status, metrics.value = 200, 7.5  # outside max 2.0: a failed check, one is tolerated
+            await checks_taken(scenario, providers, 1)
+            await page.shows("a failing measurement", f'{newest} tr[data-outcome="fail"]', "error-rate", "✗ fail",
+                             "7.5", "outside")  # fmt: skip
+            await page.shows("the counts", newest, "RUNNING", "1 passed · 1 failed")
+            await page.screenshot("7-analysis-running")
+
+            metrics.value = 0.5
+            await checks_taken(scenario, providers, 1)  # passes, the run goes on: no history row, no event
+            await page.shows("a check that brought no event", newest, "RUNNING", "2 passed · 1 failed", "0.5")
+            await page.has("the checks, oldest first", f"{newest} .checks li", 4)
+            outcomes = await page.script(
+                "return [...document.querySelectorAll('.runs > article:first-child .checks li')].map(e => e.className)"
+            )
+            assert outcomes == ["mark pass", "mark none", "mark fail", "mark pass"]
+
+            await checks_taken(scenario, providers, 1)  # 4 of 4 counted checks: the run succeeds
+            await page.shows("the run SUCCESSFUL", f'{newest}[data-phase="SUCCESSFUL"]', "revision 2",
+                             "3 passed · 1 failed", "ended")  # fmt: skip
+            await page.shows("the rollout waiting for a person now", "#d-waiting", "MANUAL_PROMOTION")
+            await page.until("an enabled promote button", lambda d: d.find_element("id", "act-promote").is_enabled())
+            await page.has("two runs and the first one", ".runs > article", 2)
+            await page.shows("the outcome in the history", ".timeline", "analysis", "SUCCESSFUL: 4 of 4 checks")
+            assert await page.script("return window.notReloaded") is True
+            assert await page.text("#error") == ""
+            await page.screenshot("8-analysis-successful")
+            await no_script_errors(page)
+    finally:
+        await providers.aclose()
+    assert await scenario.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION"
+
+
+async def test_a_canary_is_followed_live_step_by_step_and_resumed_from_the_page(
+    scenario: Scenario, db: Any, settings: Settings, page: Page
+) -> None:
+    await scenario.given_deployment(replicas=4, strategy=canary(weight(25), pause(), weight(50), weight(100)))
+    await scenario.ready_on_first_revision()
+
+    async def tick() -> None:
+        await scenario.tick()
+        await held(scenario)
+
+    async with serving(create_app(settings, db)) as url:
+        await open_afresh(page, f"{url}/#/d/{scenario.id}")
+        await page.shows("the canary's steps", "ol.steps", "Set weight 25 %", "Pause until promoted",
+                         "Set weight 50 %", "Set weight 100 %")  # fmt: skip
+        await page.shows("no rollout yet", "#canary-status", "No canary rollout in flight")
+        assert await page.count("ol.steps li[aria-current]") == 0
+        await page.shows("a live connection", "#live", "Live")
+        await page.script("window.notReloaded = true")
+
+        await scenario.deploy()
+        await tick()  # step 1: one new route starts, no traffic until it is healthy
+        await page.shows("the first step", "#canary-status", "Step 1 of 4", "0 %", "revision 2", "100 %")
+        await page.has("step 1 current", 'ol.steps li[data-step="0"][aria-current="step"]', 1)
+
+        await scenario.healthy(revision=2)
+        await tick()  # 25 %, then the pause until a person promotes
+        await page.shows("the weight set and the pause", "#canary-status", "Step 2 of 4", "25 %", "75 % on revision 1")
+        await page.has("the pause current", 'ol.steps li.current[data-step="1"][aria-current="step"]', 1)
+        await page.shows("the first step done", 'ol.steps li[data-step="0"]', "(done)")
+        await page.shows("why it waits", "#d-waiting", "CANARY_PAUSE")
+        assert await page.script("return document.querySelector('#canary-status').dataset.weight") == "25"
+        await page.until("an enabled promote button", lambda d: d.find_element("id", "act-promote").is_enabled())
+        assert await page.text("#act-promote") == "Resume canary of revision 2"
+        await page.screenshot("9-canary-paused")
+
+        await page.click("#act-promote")
+        await page.shows("a confirmation that says it resumes", "#confirm", "Resumes the canary", "25 %")
+        await page.click("#confirm-ok")
+        await page.has("the next step current", 'ol.steps li[data-step="2"][aria-current="step"]', 1)
+        await tick()  # 50 % needs a second new route
+        await scenario.healthy(revision=2)
+        await tick()
+        await page.shows("the weight at 50 %", "#canary-status", "Step 4 of 4", "50 %", "50 % on revision 1")
+        await page.has("the last step current", 'ol.steps li[data-step="3"][aria-current="step"]', 1)
+        await page.has("revision 2 taking traffic on two routes",
+                       'li.route[data-revision="2"][data-traffic="ACTIVE"]', 2)  # fmt: skip
+        await page.screenshot("10-canary-50")
+
+        await scenario.healthy(revision=2)
+        await tick()  # 100 %: the new revision is current
+        await page.shows("the rollout done", "#d-lifecycle", "READY")
+        await page.shows("no rollout in flight", "#canary-status", "No canary rollout in flight")
+        assert await page.count("ol.steps li[aria-current]") == 0
+        assert await page.script("return window.notReloaded") is True
+        assert await page.text("#error") == ""
+        await no_script_errors(page)
+
+    assert await scenario.active_revisions() == [2, 2, 2, 2]

@@ -151,3 +151,22 @@ async def test_status_shows_the_analysis_and_promote_can_skip_it(scenario: Scena
     assert "error-rate: pass" in status
     assert refused_code == 1 and "INVALID_STATE" in refused and "skipAnalysis" in refused, refused
     assert skipped_code == 0 and "promoted revision 2" in skipped, skipped
+
+
+async def test_status_shows_a_canary_step_and_promote_full_takes_it_to_100_percent(
+    scenario: Scenario, api: str
+) -> None:
+    from tests.test_canary import canary_on_revision_2, pause, step_healthy, weight
+
+    await canary_on_revision_2(scenario, 2, weight(50), pause(), weight(100))
+    await step_healthy(scenario)  # 50 %, then the pause waits for a person
+    name = (await scenario.deployment()).name
+
+    status_code, status = await switchover("status", name, url=api)
+    full_code, full = await switchover("promote", name, "--full", url=api)
+    await scenario.tick()
+    await step_healthy(scenario)
+
+    assert status_code == 0 and "canary: step 2, 50 % of the traffic on the new revision" in status, status
+    assert full_code == 0 and "going to 100 %" in full, full
+    assert await scenario.state() == "READY" and await scenario.active_revisions() == [2, 2]

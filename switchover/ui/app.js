@@ -121,6 +121,9 @@ let loading = null;
 let again = false;
 let debounce = null;
 
+const POLL_MS = 3000000;
+let poll = null;
+
 function soon() { clearTimeout(debounce); debounce = setTimeout(refresh, 100); }
 
 // One load at a time; a request during a load makes one more load follow it.
@@ -157,6 +160,7 @@ function route() {
   showError(null, 'all');
   $('main').replaceChildren(h('p', {}, 'Loading…'));
   live.stop();
+  clearTimeout(poll);
   refresh().then(() => {
     if (view.liveVars) live.start(view.liveVars);
   });
@@ -205,9 +209,14 @@ async function loadList(v) {
 
 const ONE = `query One($id: ID!) { deployment(id: $id) {
   id name projectId replicas lifecycle subStep phaseStartedAt nextActionAt
-  strategy { type blueGreen { autoPromote promoteDelaySeconds scaleDownDelaySeconds } }
+  strategy { type blueGreen { autoPromote promoteDelaySeconds scaleDownDelaySeconds }
+    canary { scaleDownDelaySeconds steps { setWeight pause { seconds } analysis { count intervalSeconds } }
+      analysis { count } } }
   currentRevision { id number image } deployingRevision { id number image }
   waitingFor { reason message }
+  canaryStatus { stepIndex weight }
+  analysisRuns(first: 3) { edges { node { id kind phase passedChecks failedChecks nextCheckAt startedAt finishedAt
+    revision { number } measurements { metric value passed message at } } } }
   routes(status: [PROVISIONING, HEALTHY, UNHEALTHY, DEGRADED, TERMINATING, FAILED_TO_START]) {
     id status trafficStatus trafficRatio endpointUrl revision { id number image } }
   history(first: 30) { edges { node {
@@ -224,7 +233,11 @@ async function loadDeployment(v) {
   const others = d.routes.filter((x) => ![cur, dep].some((r) => r && r.id === x.revision.id));
   const previous = others.length ? others[0].revision : null;
   const warm = others.filter((x) => x.status === 'HEALTHY' && x.trafficStatus === 'INACTIVE');
-  const bg = d.strategy.type === 'BLUE_GREEN';
+  const bg = d.strategy.type === 'BLUE_GREEN', canary = d.strategy.type === 'CANARY';
+  const runs = d.analysisRuns.edges.map((e) => e.node);
+  // A check that passes while its run goes on writes no history row, hence no event: look again while one runs.
+  clearTimeout(poll);
+  if (runs.some((r) => r.phase === 'RUNNING')) poll = setTimeout(() => { if (v === view) soon(); }, POLL_MS);
 
   const facts = [
     ['Lifecycle', h('span', {id: 'd-lifecycle'}, badge(d.lifecycle), ' ', d.subStep ? badge(state(d), 'sub') : '')],
@@ -237,19 +250,27 @@ async function loadDeployment(v) {
     ['In this state since', time(d.phaseStartedAt)],
     ['Strategy', bg ? `blue-green, ${d.strategy.blueGreen.autoPromote
       ? 'auto-promote after ' + d.strategy.blueGreen.promoteDelaySeconds + ' s' : 'manual promotion'}, old routes kept `
-      + d.strategy.blueGreen.scaleDownDelaySeconds + ' s' : 'rolling'],
+      + d.strategy.blueGreen.scaleDownDelaySeconds + ' s'
+      : canary ? `canary, ${d.strategy.canary.steps.length} steps${d.strategy.canary.analysis ? ', background analysis'
+        : ''}, old routes kept ${d.strategy.canary.scaleDownDelaySeconds} s` : 'rolling'],
     ['Replicas', String(d.replicas)],
   ];
 
   const awaiting = d.lifecycle === 'DEPLOYING' && d.subStep === 'DEPLOYING_AWAITING_PROMOTION';
   const actions = [
     {
-      id: 'promote', label: dep ? `Promote revision ${dep.number}` : 'Promote',
-      why: !bg ? 'Rolling rollouts have nothing to promote: new routes take traffic as they become healthy.'
+      id: 'promote', label: !dep ? 'Promote' : canary ? `Resume canary of revision ${dep.number}`
+        : `Promote revision ${dep.number}`,
+      why: !bg && !canary ? 'Rolling rollouts have nothing to promote: new routes take traffic as they become healthy.'
         : d.lifecycle !== 'DEPLOYING' ? 'No rollout in flight: there is nothing to promote.'
-          : !awaiting ? `Not yet: promotion waits until every green route is healthy (now ${state(d)}).` : null,
-      does: dep && `Switches all traffic ${cur ? 'from revision ' + cur.number + ' ' : ''}to revision ${dep.number}`
-        + ` (${dep.image}) in one transaction.`,
+          : canary && !awaiting ? `Not paused: promotion resumes a canary paused until promoted (now ${state(d)}).`
+            : !awaiting ? `Not yet: promotion waits until every green route is healthy (now ${state(d)}).`
+              : d.waitingFor && d.waitingFor.reason === 'ANALYSIS'
+                ? 'Not yet: the pre-promotion analysis is still running; promotion waits for it.' : null,
+      does: dep && (canary ? `Resumes the canary of revision ${dep.number} after its pause`
+        + (d.canaryStatus ? ` at ${d.canaryStatus.weight} % of the traffic` : '') + ': the next steps follow.'
+        : `Switches all traffic ${cur ? 'from revision ' + cur.number + ' ' : ''}to revision ${dep.number}`
+          + ` (${dep.image}) in one transaction.`),
       mutation: `mutation($d: ID!, $r: ID) { promoteDeployment(input: {deploymentId: $d, expectedRevisionId: $r}) {
         deployment { id } } }`,
       vars: {d: d.id, r: dep && dep.id},
@@ -286,6 +307,10 @@ async function loadDeployment(v) {
         h('button', {id: 'act-' + a.id, className: a.id === 'promote' ? 'primary' : null, disabled: !!a.why,
           'aria-describedby': 'why-' + a.id, onclick: () => act(d, a)}, a.label),
         h('p', {id: 'why-' + a.id, className: 'note'}, a.why || a.does))))),
+    canary ? canarySection(d) : null,
+    h('section', {'aria-labelledby': 'analysis-h'}, h('h2', {id: 'analysis-h'}, 'Analysis'),
+      runs.length ? h('div', {className: 'runs'}, runs.map(analysisRun))
+        : h('p', {className: 'note'}, 'No metric analysis has run for this deployment.')),
     h('section', {'aria-labelledby': 'routes-h'}, h('h2', {id: 'routes-h'}, 'Routes'),
       h('div', {className: 'sides'},
         side('blue', cur ? `Blue · revision ${cur.number}` : 'Blue', cur ? 'serving' : 'no revision serves yet',
@@ -295,6 +320,68 @@ async function loadDeployment(v) {
             previous ? 'kept warm without traffic' : 'no rollout in flight', others, d.replicas))),
     h('section', {'aria-labelledby': 'history-h'}, h('h2', {id: 'history-h'}, 'History'),
       h('ol', {className: 'timeline'}, history.map(entry))));
+}
+
+function canarySection(d) {
+  const steps = d.strategy.canary.steps, st = d.canaryStatus, dep = d.deployingRevision, cur = d.currentRevision;
+  const what = (s) => s.setWeight != null ? `Set weight ${s.setWeight} %`
+    : s.pause ? (s.pause.seconds != null ? `Pause ${s.pause.seconds} s` : 'Pause until promoted')
+      : s.analysis ? `Analysis: ${s.analysis.count} checks, every ${s.analysis.intervalSeconds} s` : 'Unknown step';
+  let status = h('p', {id: 'canary-status', className: 'note'}, 'No canary rollout in flight.');
+  if (st && dep) {
+    const bar = h('div', {className: 'bar', 'aria-hidden': 'true'}, h('span', {className: 'new'}),
+      h('span', {className: 'old'}));
+    bar.firstChild.style.flexBasis = st.weight + '%'; // CSSOM, allowed by the CSP (no inline style attribute)
+    status = h('div', {id: 'canary-status', 'data-weight': st.weight, 'data-step': st.stepIndex},
+      h('p', {}, h('strong', {}, st.stepIndex < steps.length ? `Step ${st.stepIndex + 1} of ${steps.length}`
+        : 'Full promotion'), ' · ', h('strong', {id: 'canary-weight'}, `${st.weight} %`),
+      ` of the traffic on revision ${dep.number} (new)`,
+      cur ? [', ', h('strong', {}, `${100 - st.weight} %`), ` on revision ${cur.number}`] : null), bar);
+  }
+  return h('section', {'aria-labelledby': 'canary-h'}, h('h2', {id: 'canary-h'}, 'Canary'), status,
+    h('ol', {className: 'steps', 'aria-label': 'Canary steps'}, steps.map((s, i) => {
+      const where = !st ? null : i < st.stepIndex ? 'done' : i === st.stepIndex ? 'current' : null;
+      return h('li', {className: where, 'data-step': i, 'aria-current': where === 'current' ? 'step' : null},
+        h('span', {className: 'step-n'}, String(i + 1)), ' ', what(s),
+        where === 'current' ? h('strong', {className: 'now'}, ' ← now')
+          : where === 'done' ? h('span', {className: 'note'}, ' (done)') : null);
+    })));
+}
+
+const KINDS = {PRE_PROMOTION: 'Pre-promotion analysis', POST_PROMOTION: 'Post-promotion analysis',
+  CANARY_STEP: 'Canary step analysis', BACKGROUND: 'Background analysis'};
+const OUTCOMES = {pass: ['✓', 'pass'], fail: ['✗', 'fail'], none: ['?', 'no number']};
+const outcome = (m) => m.passed === true ? 'pass' : m.passed === false ? 'fail' : 'none';
+const checkOutcome = (ms) => ms.some((m) => m.passed === false) ? 'fail'
+  : ms.some((m) => m.passed == null) ? 'none' : 'pass';
+const mark = (o) => h('span', {className: 'mark ' + o, 'data-outcome': o},
+  h('span', {'aria-hidden': 'true'}, OUTCOMES[o][0] + ' '), OUTCOMES[o][1]);
+const num = (x) => x == null ? '—' : String(Number(x.toPrecision(6)));
+
+function analysisRun(run) {
+  const byAt = new Map(); // one check's measurements share their `at` (one transaction)
+  for (const m of run.measurements) byAt.set(m.at, [...(byAt.get(m.at) || []), m]);
+  const checks = [...byAt.values()], last = checks[checks.length - 1] || [];
+  const title = `${KINDS[run.kind] || run.kind} · revision ${run.revision.number}`;
+  return h('article', {className: 'run', 'data-kind': run.kind, 'data-phase': run.phase, 'aria-label': title},
+    h('h3', {}, title, ' ', badge(run.phase)),
+    h('p', {className: 'note'}, `${run.passedChecks} passed · ${run.failedChecks} failed · `,
+      run.nextCheckAt ? ['next check ', h('span', {'data-until': run.nextCheckAt}, until(run.nextCheckAt))]
+        : ['ended ', time(run.finishedAt)]),
+    checks.length ? h('div', {className: 'strip'}, h('span', {className: 'note', id: 'checks-' + run.id}, 'Checks'),
+      h('ol', {className: 'checks', 'aria-labelledby': 'checks-' + run.id},
+      checks.slice(-20).map((ms) => {
+        const o = checkOutcome(ms);
+        return h('li', {className: 'mark ' + o, title: `${when(ms[0].at)}: ${OUTCOMES[o][1]}`},
+          h('span', {'aria-hidden': 'true'}, OUTCOMES[o][0]), h('span', {className: 'sr-only'}, OUTCOMES[o][1]));
+      }))) : null,
+    last.length ? h('table', {className: 'measurements'},
+      h('caption', {}, 'Latest check ', time(last[0].at)),
+      h('thead', {}, h('tr', {}, ['Metric', 'Result', 'Value', 'What was read'].map((t) => h('th', {scope: 'col'}, t)))),
+      h('tbody', {}, last.map((m) => h('tr', {'data-metric': m.metric, 'data-outcome': outcome(m)},
+        h('th', {scope: 'row'}, m.metric), h('td', {}, mark(outcome(m))), h('td', {}, num(m.value)),
+        h('td', {className: 'note'}, m.message)))))
+      : h('p', {className: 'note'}, 'No check taken yet.'));
 }
 
 function side(color, title, subtitle, routes, replicas) {
