@@ -91,6 +91,24 @@ async def stop(db: Database, deployment: Deployment, kind: AnalysisRunKind, *, w
         )
 
 
+async def complete(db: Database, deployment: Deployment, kind: AnalysisRunKind, *, actor: str) -> None:
+    """End the run of `kind` in progress, if any, as SUCCESSFUL: the rollout it watched ended and it never failed
+    (a failure would have ended it, and the rollout, already). Inside the deployment's transaction."""
+    rows = await db.fetch_all(
+        QUERIES["complete_running_analysis"], {"deployment_id": deployment.id, "kind": kind.value}
+    )
+    for run in map(records.analysis_run, rows):
+        [number] = await revision_numbers(db, run.revision_id)
+        await history.note(
+            db,
+            deployment,
+            phase=PHASE,
+            message=f"{WORDS[kind]} of revision {number} ended with the rollout: SUCCESSFUL "
+            f"({run.passed + run.failed} checks, {run.failed} failed)",
+            actor=actor,
+        )
+
+
 async def runs_of_revision(
     db: Database, deployment_id: str, revision_id: str | None
 ) -> dict[AnalysisRunKind, AnalysisRun]:

@@ -65,7 +65,8 @@ async def enter_step(
     canary's `scaleDownDelaySeconds`."""
     spec = deployment.strategy.canary_spec
     if to_state[0] is DeploymentLifecycle.READY:
-        await _stop_runs(db, deployment, why="the rollout ended", actor=actor)
+        await analysis.stop(db, deployment, AnalysisRunKind.CANARY_STEP, why="the rollout ended", actor=actor)
+        await analysis.complete(db, deployment, AnalysisRunKind.BACKGROUND, actor=actor)
         old = [
             r for r in routes if r.revision_id != deployment.deploying_revision_id and r.status in LIVE_ROUTE_STATUSES
         ]

@@ -372,6 +372,13 @@ WHERE h.seq = :seq
 
 -- Analysis runs (SPEC §6). Lock order as everywhere: the deployment row first, then its runs.
 
+-- name: complete_running_analysis
+-- A background run whose rollout ended without it failing: it passed.
+UPDATE analysis_runs
+SET phase = 'SUCCESSFUL', next_check_at = NULL, finished_at = now(), updated_at = now()
+WHERE deployment_id = :deployment_id AND kind = :kind AND phase = 'RUNNING'
+RETURNING *
+
 -- name: end_running_analysis
 -- A run of this kind still in progress (of an older revision, or one a person skipped) stops here.
 UPDATE analysis_runs

@@ -255,6 +255,23 @@ async def test_a_passing_analysis_step_lets_the_canary_go_on(
     assert await scenario.state() == "READY"
 
 
+async def test_a_background_analysis_that_never_failed_ends_successful_with_the_rollout(
+    scenario: Scenario, stub: tuple[Stub, str], providers: Providers
+) -> None:
+    _, url = stub
+    await scenario.given_deployment(replicas=2, strategy=canary(weight(50), weight(100), analysis=spec(url, count=20)))
+    await scenario.ready_on_first_revision()
+    await scenario.deploy()
+    await tick(scenario, providers)  # the background run starts with the first step, and takes its first check
+    await step_healthy(scenario, providers)
+    await step_healthy(scenario, providers)
+
+    assert await scenario.state() == "READY"
+    [run] = [r for _, r in (await reads.analysis_run_pages(scenario.db, [scenario.id]))[scenario.id].items]
+    assert (run.kind, run.phase, run.failed) == (AnalysisRunKind.BACKGROUND, AnalysisPhase.SUCCESSFUL, 0)
+    assert run.next_check_at is None
+
+
 async def test_a_failing_background_analysis_rolls_back_from_a_pause(
     scenario: Scenario, stub: tuple[Stub, str], providers: Providers
 ) -> None:

@@ -121,7 +121,7 @@ let loading = null;
 let again = false;
 let debounce = null;
 
-const POLL_MS = 3000000;
+const POLL_MS = 3000;
 let poll = null;
 
 function soon() { clearTimeout(debounce); debounce = setTimeout(refresh, 100); }
