@@ -379,3 +379,17 @@ async def test_a_prometheus_check_needs_its_query(db: Any, database_url: str) ->
     assert error_code(refused) == "BAD_USER_INPUT" and "metrics[0].query" in refused["errors"][0]["message"]
     assert "errors" not in created, created
 
+
+
+async def test_a_run_says_what_it_measures(
+    scenario: Scenario, stub: tuple[Stub, str], providers: Providers, client: httpx.AsyncClient
+) -> None:
+    _, url = stub
+    await scenario.given_deployment(replicas=1, strategy=blue_green(pre_promotion_analysis=spec(url, count=2)))
+    await first_deploy(scenario, providers)
+    query = "query($d: ID!) { deployment(id: $d) { analysisRuns { edges { node { spec { count intervalSeconds metrics { name max } } } } } } }"  # noqa: E501
+
+    body = await gql(client, query, {"d": scenario.id})
+
+    [edge] = body["data"]["deployment"]["analysisRuns"]["edges"]
+    assert edge["node"]["spec"] == {"count": 2, "intervalSeconds": 10, "metrics": [{"name": "error-rate", "max": 2.0}]}
