@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 
 
-def ensure(packages: list[str], *, provides: list[Path], why: str) -> None:
+def ensure(packages: list[str], *, provides: list[Path], why: str, recommends: bool = False) -> None:
     """apt-get install `packages` unless every file of `provides` exists; skip the calling tests, saying why, only
-    when installing is impossible here."""
+    when installing is impossible here. `recommends`: also what they recommend (a browser's fonts)."""
     if all(path.exists() for path in provides):
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # Another installer (a parallel test setup) may hold dpkg's lock: wait for it rather than fail.
     lock = ["-o", "DPkg::Lock::Timeout=300"]
-    # Without recommends: what packages recommend (a node exporter, fonts, …) is nothing the tests want.
-    install = ["apt-get", *lock, "install", "-y", "--no-install-recommends", *packages]
+    # Without recommends unless asked: Prometheus recommends a node exporter, a service the tests do not want.
+    install = ["apt-get", *lock, "install", "-y", *([] if recommends else ["--no-install-recommends"]), *packages]
     for command in (["apt-get", *lock, "update"], install):
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)

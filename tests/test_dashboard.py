@@ -8,8 +8,6 @@ loop keeps serving the app (an in-loop uvicorn) and running the scheduler passes
 
 import asyncio
 import base64
-import os
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from scheduler.providers import Providers
 from store.models import RouteStatus
 from switchover.app import create_app
 from switchover.settings import Settings
+from tests import debian
 from tests.live_server import serving
 from tests.scenario import Scenario, blue_green, canary
 from tests.test_analysis import Stub, checks_taken, first_deploy, green_healthy, spec
@@ -33,22 +32,8 @@ WAIT_SECONDS = 15
 
 
 def ensure_chromium() -> None:
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot install Chromium for the dashboard test: {' '.join(command)} failed: {exc}")
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            pytest.skip(
-                f"cannot install Chromium for the dashboard test: {' '.join(command)} exited "
-                f"{done.returncode}: {' / '.join(tail)}"
-            )
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip(f"apt-get installed chromium and chromium-driver, but {CHROMIUM} or {CHROMEDRIVER} is missing")
+    debian.ensure(["chromium", "chromium-driver"], provides=[CHROMIUM, CHROMEDRIVER], why="the dashboard test",
+                  recommends=True)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
