@@ -67,7 +67,9 @@ async def check_updates(connection: asyncpg.Connection, ops: list[dict[str, Any]
             "acknowledged_twice": sum(1 for n in clients.values() if n > 1),
         }
     # A revision is promoted at most once, by whoever did it (operator or scheduler).
-    all_promotions = tally(await history("promote", actor=None), r"promoted revision (\d+)")
+    # (The scheduler's other notes of the promote phase, such as "1 new route(s) failed …; replacing them", are not.)
+    promoted = [r for r in await history("promote", actor=None) if r["message"].startswith("promoted revision")]
+    all_promotions = tally(promoted, r"promoted revision (\d+)")
     checks["promote"]["by_scheduler"] = sum(all_promotions.values()) - checks["promote"]["in_history"]
     checks["promote"]["revisions_promoted_twice"] = sum(1 for n in all_promotions.values() if n > 1)
 

@@ -23,6 +23,12 @@ def machine(r: dict[str, Any]) -> list[str]:
         f"- Python {m['python']}, PostgreSQL {m['postgresql']} (on the same machine, loopback, default settings)",
         f"- run started {r['started']}, took {r['total_seconds']:.0f} s"
         + (f"; options: load test {r['options']['load_seconds']:.0f} s with {r['options']['load_clients']} clients"),
+        *(
+            [f"- sections measured in different runs (`--only`): {runs}"]
+            if len(set((measured := r.get("measured", {})).values())) > 1
+            and (runs := ", ".join(f"{k} {v}" for k, v in measured.items()))
+            else []
+        ),
         "- The machine is shared and noisy: every figure below is a ratio "
         "of variants measured in the same run, interleaved request by request where they run one at a time.",
         "",
@@ -92,6 +98,31 @@ def headline(r: dict[str, Any]) -> list[str]:
             f"{L['five_xx']} 5xx, {L['lost_or_doubled']} lost/doubled updates, invariants {L['invariants']} | "
             f"0, 0, hold | {met(ok)} |"
         )
+    if "analysis" in r:
+        a, passes = r["analysis"], r["analysis"]["passes"]
+        x, idle, due, proxy = a["reaction"]["revert_commit_s"], passes["idle"], passes["due"], a["proxy"]
+        rows.append(
+            f"| 8 | failed post-promotion check: traffic reverted after the check was due, p99 of {x['n']} | "
+            f"**{ms(x['p99'])}** (median {ms(x['median'])}) | < 1 s | {met(x['p99'] < 1000)} |"
+        )
+        indexes = ", ".join(passes["claim_plan"]["indexes"])
+        rows.append(
+            f"| 8 | pass with nothing due, 1,000 deployments with a RUNNING WEB-check analysis not yet due vs none "
+            f"(median) | {ms(idle['runs']['median'])} vs {ms(idle['none']['median'])} = "
+            f"**{passes['idle_ratio']:.2f}×** (claim uses {indexes}) | ≤ 2× | {met(passes['idle_ratio'] <= 2)} |"
+        )
+        rows.append(
+            f"| 8 | {due['checks']} due WEB checks, stub answering in {due['stub_delay_ms']} ms, {due['workers']} "
+            f"workers | {min(due['seconds']['workers']):.2f} s = **{due['ratio_to_ideal']:.2f}×** "
+            f"{due['checks']}/{due['workers']} × {due['stub_delay_ms']} ms; {due['speedup_over_one_worker']:.1f}× "
+            f"faster than one worker | concurrent, ≤ 1.5× | {met(due['ratio_to_ideal'] <= 1.5)} |"
+        )
+        on, off = proxy["latency_ms"]["counted"], proxy["latency_ms"]["uncounted"]
+        rows.append(
+            f"| 8 | proxy with per-request counting vs without, median latency of {on['n']:,} interleaved requests "
+            f"each | {ms(on['median'])} vs {ms(off['median'])} = **{proxy['ratio_median']:.3f}×** "
+            f"(CPU {proxy['cpu_ratio']:.2f}×) | ≤ 1.05× | {met(proxy['ratio_median'] <= 1.05)} |"
+        )
     return [*rows, ""]
 
 
@@ -111,6 +142,11 @@ one at a time, and each floor's answer is checked equal to the product's before 
 6. peak RSS of the server and the scheduler across the run.
 7. the load test: concurrent clients mixing reads, promotions, rollbacks and health reports; every acknowledged
    update is found in history exactly once and the invariants of `tests/invariants.py` hold afterwards.
+8. metric analysis: a real scheduler process reverting promotions whose post-promotion WEB check fails, against
+   the check's due time; `run_once` with nothing due on 1,000 deployments with a RUNNING analysis (next check in an
+   hour) against 1,000 without, interleaved; due WEB checks against a stub that answers in 100 ms, with the
+   scheduler's workers and with one; `switchover proxy` against the same proxy with `count=False`
+   (bench/proxy_app.py), requests through both interleaved one at a time to the same replica processes.
 
 Per-section numbers (latency distributions, per-round throughput, statement counts) are in
 [results.json](results.json); profiles, summarised by component, in [profiles/](profiles/).
