@@ -13,7 +13,7 @@ from resolvers.context import context
 from scheduler import deadlines
 from scheduler.diagnosis import WaitingFor, waiting_for
 from store import reads
-from store.analysis import judged_revision
+from store.analysis import analyses
 from store.models import (
     AnalysisRun,
     AnalysisRunKind,
@@ -85,10 +85,9 @@ async def resolve_waiting_for(deployment: Deployment, info: GraphQLResolveInfo) 
     ctx = context(info)
     routes = await ctx.load(reads.routes_of_deployments, deployment.id, statuses=None, traffic_status=None)
     runs: dict[AnalysisRunKind, AnalysisRun] = {}
-    judged = judged_revision(deployment)
-    if judged is not None:
+    if analyses(deployment):  # the newest runs of its current rollout epoch
         latest = await ctx.load(reads.latest_analysis_runs, deployment.id)
-        runs = {AnalysisRunKind(k): r for k, r in (latest or {}).items() if r.revision_id == judged}
+        runs = {AnalysisRunKind(k): r for k, r in (latest or {}).items()}
     return waiting_for(deployment, routes, await ctx.now(), runs)
 
 

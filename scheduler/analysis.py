@@ -8,6 +8,7 @@ measures leaves the check to the next one.
 import asyncio
 from collections.abc import Sequence
 
+import asyncpg
 from databases import Database
 
 from scheduler.providers import Providers, Reading, Target
@@ -116,6 +117,8 @@ async def measure_all(db: Database, providers: Providers, due: DueCheck) -> list
     async def one(check: MetricCheck) -> Taken:
         try:
             return taken(check, await providers.measure(db, check, target))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            raise  # the database failed, not the metric: the lease runs out and the check is taken again
         except Exception as exc:  # a provider bug must not look like a pass, nor stop the scheduler
             return Taken(check, None, None, f"{type(exc).__name__}: {exc}"[:500])
 

@@ -34,6 +34,8 @@ class Actions:
     promote: bool = False  # the blue-green switch (store.rollouts.promote_locked, as promoteDeployment makes it)
     start_analysis: AnalysisRunKind | None = None  # a run of the deployment's spec of that kind (its own history)
     revert: bool = False  # back to the previous revision, kept warm (store.rollouts.revert_traffic; its own history)
+    # A failed post-promotion analysis with nothing left to revert to: said once in history, then the epoch moves on.
+    cannot_revert: bool = False
     # Canary: each route's own share of the traffic afterwards (all others none); the shares add up to 1.
     ratios: tuple[tuple[str, float], ...] = ()
     canary: CanaryMove | None = None  # with SUCCESS: the next step (store.canary.enter_step, the table's target)

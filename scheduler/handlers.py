@@ -201,9 +201,12 @@ def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime, ru
     if post is not None and post.phase is AnalysisPhase.RUNNING:
         due, next_drain = [], None  # the run's end wakes the deployment
     elif post is not None and post.phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+        why = f"post-promotion analysis {post.phase} ({post.failed} of {post.passed + post.failed} checks failed)"
         if previous_routes(deployment, list(routes)):
-            why = f"post-promotion analysis {post.phase} ({post.failed} of {post.passed + post.failed} checks failed)"
             return Decision(Outcome.WAIT, why, Actions(revert=True))
+        return Decision(Outcome.WAIT, f"{why}, but the previous revision has no healthy routes kept warm left: "
+                        "nothing to revert to; roll out a good revision", Actions(cannot_revert=True),
+                        error_code="CANNOT_REVERT")  # fmt: skip
     current = [r for r in of_revision(routes, deployment.current_revision_id) if r.terminate_after is None]
     # Live routes of another revision that are not kept warm (left by an abandoned step): nothing needs them.
     strays = [

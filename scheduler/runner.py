@@ -15,7 +15,7 @@ from scheduler.table import IDLE, Transition, transition_for
 from store import analysis as analysis_store
 from store import canary, deployment_state, history, rollouts, scheduling
 from store.errors import StoreError
-from store.models import AnalysisRunKind, Deployment
+from store.models import AnalysisRunKind, Deployment, SchedulingResult
 
 log = logging.getLogger("switchover.scheduler")
 
@@ -93,6 +93,14 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
         outcome = Outcome.GIVE_UP
     if actions.revert:  # alone: the revert moves traffic itself, under the claim's locks
         await rollouts.revert_traffic(db, deployment, claim.routes, actor=analysis.ACTOR, reason=decision.message)
+        return
+    if actions.cannot_revert:  # said once: the next epoch no longer judges that run
+        state = (deployment.lifecycle, deployment.sub_step)
+        await history.record(db, deployment.id, phase=analysis_store.PHASE, message=decision.message,
+                             actor=analysis.ACTOR, result=SchedulingResult.GIVE_UP, error_code=decision.error_code,
+                             from_state=state, to_state=state)  # fmt: skip
+        await analysis_store.next_epoch(db, deployment)
+        await scheduling.wait(db, deployment, until=claim.now)  # then drain as usual
         return
     if outcome is not Outcome.GIVE_UP:
         await scheduling.change_routes(

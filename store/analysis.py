@@ -10,6 +10,7 @@ from databases import Database
 
 from store import history, records
 from store.deployment_state import lock_deployment, notify, revision_numbers
+from store.errors import Conflict
 from store.models import (
     AnalysisPhase,
     AnalysisRun,
@@ -31,16 +32,14 @@ WORDS = {
 }
 
 
-def judged_revision(deployment: Deployment) -> str | None:
-    """The revision whose analysis runs matter to the deployment now (the one being deployed, else the one serving),
-    or None when its strategy runs no analysis: then nobody needs to read any run."""
+def analyses(deployment: Deployment) -> bool:
+    """Whether the deployment's strategy runs any analysis: when not, nobody needs to read its runs."""
     bg, canary = deployment.strategy.blue_green_spec, deployment.strategy.canary
-    analyses = (
+    return (
         bg.pre_promotion_analysis is not None
         or bg.post_promotion_analysis is not None
         or (canary is not None and (canary.analysis is not None or any(s.analysis is not None for s in canary.steps)))
     )
-    return (deployment.deploying_revision_id or deployment.current_revision_id) if analyses else None
 
 
 async def start(
@@ -109,16 +108,30 @@ async def complete(db: Database, deployment: Deployment, kind: AnalysisRunKind, 
         )
 
 
-async def runs_of_revision(
-    db: Database, deployment_id: str, revision_id: str | None
-) -> dict[AnalysisRunKind, AnalysisRun]:
-    """The newest run of each kind on this revision."""
-    if revision_id is None:
+async def runs_of_rollout(db: Database, deployment: Deployment) -> dict[AnalysisRunKind, AnalysisRun]:
+    """The newest run of each kind the deployment's current rollout epoch started (a deploy, a promotion, a revert
+    each begin one): a run of an earlier attempt never decides this one. Empty when the strategy analyses nothing."""
+    if not analyses(deployment):
         return {}
-    rows = await db.fetch_all(
-        QUERIES["analysis_runs_of_revision"], {"deployment_id": deployment_id, "revision_id": revision_id}
-    )
+    rows = await db.fetch_all(QUERIES["analysis_runs_of_epoch"], {"deployment_id": deployment.id})
     return {run.kind: run for run in map(records.analysis_run, rows)}
+
+
+async def refuse_while_judging_a_promotion(db: Database, deployment: Deployment, *, to: str) -> None:
+    """CONFLICT while a post-promotion analysis runs (SPEC §6): a new rollout, a new size or strategy would drain
+    the routes its revert needs, or judge something else than the promotion. `to` says what the caller wanted."""
+    run = (await runs_of_rollout(db, deployment)).get(AnalysisRunKind.POST_PROMOTION)
+    if run is not None and run.phase is AnalysisPhase.RUNNING:
+        raise Conflict(
+            f"deployment {deployment.name} is judging its last promotion (post-promotion analysis, "
+            f"{run.passed + run.failed} of {run.spec.count} checks): wait for it, or revert, before you {to}"
+        )
+
+
+async def next_epoch(db: Database, deployment: Deployment) -> None:
+    """A promotion switched traffic: from now on its post-promotion analysis is what is judged. Inside the
+    deployment's transaction."""
+    await db.fetch_val(QUERIES["next_rollout_epoch"], {"id": deployment.id})
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any
 import asyncpg
 from databases import Database
 
-from store import history, records, validation
+from store import analysis, history, records, validation
 from store.deployment_state import Projects, lock_at_rest, lock_deployment, move, notify
 from store.errors import Conflict, InvalidState
 from store.models import Deployment, DeploymentLifecycle, Revision, Strategy
@@ -94,6 +94,7 @@ async def scale(
     validation.check_replicas(replicas)
     async with db.transaction():
         deployment = await lock_at_rest(db, deployment_id, to="scale it", projects=projects)
+        await analysis.refuse_while_judging_a_promotion(db, deployment, to="scale it")
         validation.check_strategy(deployment.strategy, replicas)
         row = await db.fetch_one(QUERIES["set_replicas"], {"id": deployment.id, "replicas": replicas})
         assert row is not None
@@ -115,6 +116,7 @@ async def change_strategy(
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     async with db.transaction():
         deployment = await lock_at_rest(db, deployment_id, to="change its strategy", projects=projects)
+        await analysis.refuse_while_judging_a_promotion(db, deployment, to="change its strategy")
         validation.check_strategy(strategy, deployment.replicas)
         row = await db.fetch_one(QUERIES["set_strategy"], {"id": deployment.id, **records.strategy_values(strategy)})
         row = await db.fetch_one(

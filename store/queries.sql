@@ -123,7 +123,8 @@ SELECT * FROM revisions WHERE id = :id AND deployment_id = :deployment_id
 -- name: start_rollout
 UPDATE deployments
 SET lifecycle = 'DEPLOYING', sub_step = 'DEPLOYING_PROVISIONING', deploying_revision_id = :revision_id,
-    phase_started_at = now(), attempts = 0, next_check_at = now(), updated_at = now()
+    phase_started_at = now(), attempts = 0, next_check_at = now(), updated_at = now(),
+    rollout_epoch = rollout_epoch + 1
 WHERE id = :id AND lifecycle IN ('PENDING', 'READY')
 RETURNING *
 
@@ -330,6 +331,18 @@ FROM deployments d JOIN routes r ON r.deployment_id = d.id AND r.revision_id = d
 WHERE d.lifecycle = 'DEPLOYING' AND r.status = 'HEALTHY' AND r.endpoint_url IS NOT NULL
 ORDER BY 8, 2, 3
 
+-- name: share_within_revision
+-- The share a stopped route had goes to the ACTIVE routes of its revision; how many there were (0: none left).
+WITH same AS (
+    SELECT id FROM routes
+    WHERE deployment_id = :deployment_id AND revision_id = :revision_id AND traffic_status = 'ACTIVE'
+), shared AS (
+    UPDATE routes SET traffic_ratio = traffic_ratio + CAST(:lost AS double precision) / (SELECT count(*) FROM same)
+    WHERE id IN (SELECT id FROM same)
+    RETURNING id
+)
+SELECT count(*) FROM shared
+
 -- name: share_traffic_equally
 UPDATE routes
 SET traffic_ratio = 1.0 / (SELECT count(*) FROM routes WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE')
@@ -340,8 +353,10 @@ UPDATE routes SET runtime_ref = NULL, endpoint_url = NULL, updated_at = now()
 WHERE id = :id AND status NOT IN ('TERMINATING', 'TERMINATED')
 
 -- name: set_current_revision
+-- A revert: the revision serving changes, and so does the epoch analysis runs judge.
 UPDATE deployments
-SET current_revision_id = :revision_id, next_check_at = CAST(:next_check_at AS timestamptz), updated_at = now()
+SET current_revision_id = :revision_id, next_check_at = CAST(:next_check_at AS timestamptz), updated_at = now(),
+    rollout_epoch = rollout_epoch + 1
 WHERE id = :id AND lifecycle = 'READY'
 RETURNING *
 
@@ -387,9 +402,14 @@ WHERE deployment_id = :deployment_id AND kind = :kind AND phase = 'RUNNING'
 RETURNING *
 
 -- name: insert_analysis_run
-INSERT INTO analysis_runs (deployment_id, revision_id, kind, spec, next_check_at)
-VALUES (:deployment_id, :revision_id, :kind, :spec, now() + make_interval(secs => :delay_seconds))
+INSERT INTO analysis_runs (deployment_id, revision_id, kind, spec, next_check_at, rollout_epoch)
+SELECT :deployment_id, :revision_id, :kind, :spec, now() + make_interval(secs => :delay_seconds), d.rollout_epoch
+FROM deployments d WHERE d.id = :deployment_id
 RETURNING *
+
+-- name: next_rollout_epoch
+-- A promotion: what is judged from now on is the switch (its post-promotion analysis), not what came before.
+UPDATE deployments SET rollout_epoch = rollout_epoch + 1 WHERE id = :id RETURNING rollout_epoch
 
 -- name: claim_due_analysis
 -- One due check, leased: its next_check_at moves past the lease so that no other scheduler takes it while this one
@@ -421,11 +441,11 @@ SET phase = :phase, passed = :passed, failed = :failed, errors = :errors,
 WHERE id = :id
 RETURNING *
 
--- name: analysis_runs_of_revision
--- The newest run of each kind for one revision of a deployment.
-SELECT DISTINCT ON (kind) * FROM analysis_runs
-WHERE deployment_id = :deployment_id AND revision_id = :revision_id
-ORDER BY kind, seq DESC
+-- name: analysis_runs_of_epoch
+-- The newest run of each kind the deployment's current rollout epoch started.
+SELECT DISTINCT ON (r.kind) r.* FROM analysis_runs r JOIN deployments d ON d.id = r.deployment_id
+WHERE r.deployment_id = :deployment_id AND r.rollout_epoch = d.rollout_epoch
+ORDER BY r.kind, r.seq DESC
 
 -- name: list_analysis_runs_of_deployments
 -- Newest first: the cursor is the `seq` below which the page starts.
@@ -484,9 +504,10 @@ SELECT (SELECT CAST(coalesce(sum(requests), 0) AS bigint) FROM recent) AS reques
        ) AS duration_buckets
 
 -- name: latest_analysis_runs_of_deployments
-SELECT DISTINCT ON (deployment_id, kind) * FROM analysis_runs
-WHERE deployment_id = ANY(CAST(:deployment_ids AS uuid[]))
-ORDER BY deployment_id, kind, seq DESC
+-- The newest run of each kind of each deployment's current rollout epoch.
+SELECT DISTINCT ON (r.deployment_id, r.kind) r.* FROM analysis_runs r JOIN deployments d ON d.id = r.deployment_id
+WHERE r.deployment_id = ANY(CAST(:deployment_ids AS uuid[])) AND r.rollout_epoch = d.rollout_epoch
+ORDER BY r.deployment_id, r.kind, r.seq DESC
 
 -- Canary (SPEC §6). Inside the transaction that locked the deployment row (then its routes).
 

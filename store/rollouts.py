@@ -46,6 +46,7 @@ async def deploy_revision(
     revision_id = validation.parse_id(revision_id, "revisionId")
     async with db.transaction():
         deployment = await lock_at_rest(db, deployment_id, to="deploy again", projects=projects)
+        await analysis.refuse_while_judging_a_promotion(db, deployment, to="deploy again")
         row = await db.fetch_one(QUERIES["revision_of_deployment"], {"id": revision_id, "deployment_id": deployment.id})
         if row is None:  # also another deployment's revision, which may belong to a project the caller cannot read
             raise NotFound(f"deployment {deployment.name} has no revision {revision_id}")
@@ -117,7 +118,7 @@ async def pending_analysis(db: Database, deployment: Deployment) -> str | None:
     spec = deployment.strategy.blue_green_spec.pre_promotion_analysis
     if spec is None:
         return None
-    runs = await analysis.runs_of_revision(db, deployment.id, deployment.deploying_revision_id)
+    runs = await analysis.runs_of_rollout(db, deployment)
     run = runs.get(AnalysisRunKind.PRE_PROMOTION)
     if run is None:
         return "its pre-promotion analysis has not started yet"
@@ -154,6 +155,7 @@ async def promote_locked(
         next_check_now=False,
         next_check_at=switch.scale_down_at,
     )
+    await analysis.next_epoch(db, updated)
     post = updated.strategy.blue_green_spec.post_promotion_analysis
     if post is not None and switch.drained and updated.current_revision_id is not None:
         await analysis.start(db, updated, AnalysisRunKind.POST_PROMOTION, post, updated.current_revision_id,

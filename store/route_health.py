@@ -5,7 +5,7 @@ from databases import Database
 from store import history, records, validation
 from store.deployment_state import Projects, lock_deployment, notify
 from store.errors import InvalidState, does_not_exist
-from store.models import Route, RouteStatus, RouteTrafficStatus
+from store.models import DeploymentLifecycle, Route, RouteStatus, RouteTrafficStatus
 from store.queries import QUERIES
 
 # Health an orchestrator may report; TERMINATING is the control plane's decision, never a report.
@@ -60,8 +60,16 @@ async def report_route_health(
         assert updated_row is not None
         updated = records.route(updated_row)
         if route.traffic_status is RouteTrafficStatus.ACTIVE and updated.traffic_status is RouteTrafficStatus.INACTIVE:
-            # A route that stopped took its share with it: the others share all the traffic again.
-            await db.execute(QUERIES["share_traffic_equally"], {"deployment_id": deployment.id})
+            # A route that stopped took its share with it: the others share all the traffic again. A canary in
+            # flight keeps its weight: the share goes to the routes of the same revision, when there are any left.
+            kept = 0
+            if deployment.lifecycle is DeploymentLifecycle.DEPLOYING and deployment.strategy.canary is not None:
+                kept = await db.fetch_val(
+                    QUERIES["share_within_revision"],
+                    {"deployment_id": deployment.id, "revision_id": route.revision_id, "lost": route.traffic_ratio},
+                )
+            if not kept:
+                await db.execute(QUERIES["share_traffic_equally"], {"deployment_id": deployment.id})
         if updated.status is not route.status:
             await history.note(
                 db,

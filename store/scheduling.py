@@ -23,7 +23,7 @@ class Claim:
 async def _claim(db: Database, row: Any) -> Claim:
     deployment = records.deployment(row)
     routes = await deployment_state.lock_routes(db, deployment.id)
-    runs = await analysis.runs_of_revision(db, deployment.id, analysis.judged_revision(deployment))
+    runs = await analysis.runs_of_rollout(db, deployment)
     return Claim(deployment, routes, row["database_now"], runs)
 
 

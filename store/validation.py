@@ -212,6 +212,11 @@ def check_metric(metric: MetricCheck, field: str) -> None:
     if metric.min is not None and metric.max is not None and metric.min > metric.max:
         raise BadUserInput(f"{field}.min ({metric.min}) is greater than its max ({metric.max}): nothing could pass")
     if metric.provider is MetricProvider.BUILTIN:
+        if metric.query == "shadow-agreement-rate":  # it could never pass: nothing measures it yet
+            raise BadUserInput(
+                f"{field}.query shadow-agreement-rate needs shadow traffic, which this version does not mirror yet; "
+                "use request-success-rate or request-duration-p99"
+            )
         if metric.query not in BUILTIN_METRICS:
             raise BadUserInput(f"{field}.query must name a BUILTIN metric, one of {', '.join(sorted(BUILTIN_METRICS))}")
     elif metric.provider is MetricProvider.PROMETHEUS:
@@ -243,9 +248,10 @@ def check_metric_url(url: str | None, field: str) -> None:
     try:
         address = ipaddress.ip_address(parsed.hostname or "")
     except ValueError:
-        return  # a name: checked when the scheduler resolves it
-    if address.is_link_local:
-        raise BadUserInput(f"{field} points at a link-local address ({address}), which is never allowed")
+        return  # a name: checked when the scheduler resolves it (loopback too: that is the scheduler's setting)
+    refusal = address_refusal(address, allow_loopback=True)
+    if refusal:
+        raise BadUserInput(f"{field} points at {refusal}")
 
 
 def check_json_path(path: str | None, field: str) -> None:
@@ -256,3 +262,17 @@ def check_json_path(path: str | None, field: str) -> None:
         jsonpath_ng.parse(path)
     except Exception as refused:  # the parser raises several kinds; all mean "not a JSONPath"
         raise BadUserInput(f"{field} is not a JSONPath expression ({refused}): e.g. $.data.value") from None
+
+
+def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> str | None:
+    """Why a URL may not reach this address, or None (WEB checks, later webhooks); an IPv4 address written as IPv6
+    is judged as itself."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_link_local:
+        return f"the link-local address {address}, which is never allowed"
+    if address.is_unspecified or address.is_multicast or address.is_reserved:
+        return f"the address {address}, which is no host to ask"
+    if address.is_loopback and not allow_loopback:
+        return f"the loopback address {address} (SWITCHOVER_ALLOW_LOOPBACK_URLS is off)"
+    return None

@@ -8,6 +8,7 @@ revision of the last route tried: that revision failed the caller. A 503 for a d
 traffic tried no revision and is counted in neither.
 """
 
+import asyncio
 import logging
 import uuid
 
@@ -26,6 +27,7 @@ class TrafficCounts:
     def __init__(self, proxy_id: str | None = None) -> None:
         # A proxy process writes its own rows: two proxies never add to the same one.
         self.proxy_id = proxy_id or uuid.uuid4().hex
+        self.flushing = asyncio.Lock()  # one flush at a time: each settles what the one before left unsettled
         # The app's own registry, not the global one: several proxies in one process (tests) keep separate counts.
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -58,6 +60,10 @@ class TrafficCounts:
     async def flush(self, db: Database) -> None:
         """Write what was counted since the last flush. Counts of a flush that fails stay for the next one; never
         raises (the proxy keeps serving while the database is away)."""
+        async with self.flushing:
+            await self._flush(db)
+
+    async def _flush(self, db: Database) -> None:
         try:
             await self._settle(db)
         except Exception as exc:

@@ -14,7 +14,8 @@ from starlette.routing import Route
 
 from scheduler import analysis as scheduler_analysis
 from scheduler.providers import Providers
-from store import analysis, reads, rollouts
+from store import analysis, deployments, reads, rollouts
+from store.errors import Conflict
 from store.models import AnalysisPhase, AnalysisSpec, MetricCheck, MetricProvider, RouteStatus
 from tests.graphql import error_code, gql
 from tests.live_server import serving
@@ -326,6 +327,9 @@ async def test_an_analysis_spec_is_stored_and_read_back(client: httpx.AsyncClien
         ({"metrics": [{"name": "p", "provider": "PROMETHEUS", "query": "up", "max": 1.0}]},
          "SWITCHOVER_PROMETHEUS_URL"),
         ({"metrics": [{"name": "b", "provider": "BUILTIN", "query": "cpu", "max": 1.0}]}, "query"),
+        ({"metrics": [{"name": "b", "provider": "BUILTIN", "query": "shadow-agreement-rate", "min": 99.0}]}, "query"),
+        ({"metrics": [{**WEB, "url": "http://[::ffff:169.254.169.254]/latest"}]}, "url"),
+        ({"metrics": [{**WEB, "url": "http://0.0.0.0:9000/"}]}, "url"),
         ({"metrics": [{"name": "b", "provider": "BUILTIN", "query": "request-success-rate", "url": "http://x/",
                        "min": 99.0}]}, "url"),
     ],
@@ -393,3 +397,112 @@ async def test_a_run_says_what_it_measures(
 
     [edge] = body["data"]["deployment"]["analysisRuns"]["edges"]
     assert edge["node"]["spec"] == {"count": 2, "intervalSeconds": 10, "metrics": [{"name": "error-rate", "max": 2.0}]}
+
+
+# --- an analysis judges its own rollout ---------------------------------------------------------------------------
+
+
+async def test_nothing_but_a_revert_may_change_a_deployment_while_its_promotion_is_judged(
+    scenario: Scenario, stub: tuple[Stub, str], providers: Providers
+) -> None:
+    _, url = stub
+    await scenario.given_deployment(replicas=1, strategy=blue_green(post_promotion_analysis=spec(url)))
+    await scenario.awaiting_promotion_of_revision_2()
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
+    third = await scenario.add_revision()
+    before = await snapshot(scenario.db)
+
+    for change in (
+        rollouts.deploy_revision(scenario.db, scenario.id, third, actor="alice"),
+        deployments.scale(scenario.db, scenario.id, 2, actor="alice"),
+        deployments.change_strategy(scenario.db, scenario.id, blue_green(), actor="alice"),
+    ):
+        with pytest.raises(Conflict, match="post-promotion analysis"):
+            await change
+
+    assert await snapshot(scenario.db) == before
+
+
+async def test_a_revision_deployed_again_is_analysed_again(
+    scenario: Scenario, stub: tuple[Stub, str], providers: Providers
+) -> None:
+    metrics, url = stub
+    await scenario.given_deployment(replicas=1, strategy=blue_green(pre_promotion_analysis=spec(url, count=1)))
+    await first_deploy(scenario, providers)
+    metrics.value = 9.0
+    await green_healthy(scenario, providers)  # its only check fails: rolled back
+    await scenario.tick(providers)
+    await scenario.finish_stopping()
+    await scenario.tick(providers)
+    assert await scenario.state() == "READY" and await scenario.active_revisions() == [1]
+
+    metrics.value = 1.0  # fixed; the same revision again
+    await scenario.deploy(scenario.revisions[1])
+    await scenario.tick(providers)
+    await scenario.healthy(revision=2)
+    await scenario.tick(providers)
+
+    assert [r.phase for r in await runs(scenario)][:2] == [AnalysisPhase.SUCCESSFUL, AnalysisPhase.FAILED]
+    assert await scenario.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION"  # not rolled back by the old run
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")  # its own new analysis passed
+    assert await scenario.active_revisions() == [2]
+
+
+async def test_a_person_restoring_a_reverted_promotion_is_not_reverted_again(
+    scenario: Scenario, stub: tuple[Stub, str], providers: Providers
+) -> None:
+    metrics, url = stub
+    strategy = blue_green(scale_down_delay_seconds=600, post_promotion_analysis=spec(url))
+    await scenario.given_deployment(replicas=1, strategy=strategy)
+    await scenario.awaiting_promotion_of_revision_2()
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
+    metrics.value = 9.0
+    await checks_taken(scenario, providers, 1)
+    await scenario.tick(providers)
+    assert await scenario.active_revisions() == [1]  # the analysis reverted it
+
+    await rollouts.revert_promotion(scenario.db, scenario.id, actor="alice", reason="the metric was wrong")
+    await scenario.tick(providers)
+    await scenario.shift_time(600)
+    await scenario.tick(providers)
+
+    assert await scenario.active_revisions() == [2]
+
+
+async def test_a_failed_post_promotion_analysis_with_nothing_to_revert_to_says_so_once(
+    scenario: Scenario, stub: tuple[Stub, str], providers: Providers
+) -> None:
+    metrics, url = stub
+    await scenario.given_deployment(replicas=1, strategy=blue_green(post_promotion_analysis=spec(url)))
+    await scenario.awaiting_promotion_of_revision_2()
+    await rollouts.promote(scenario.db, scenario.id, actor="alice")
+    await scenario.report(RouteStatus.UNHEALTHY, revision=1)  # the routes a revert needs are gone
+    metrics.value = 9.0
+
+    await checks_taken(scenario, providers, 1)
+    await scenario.tick(providers)
+    await checks_taken(scenario, providers, 1)
+
+    history = await scenario.history()
+    assert history.count("analysis GIVE_UP") == 2  # the run's end, and "nothing to revert to": once
+    assert await scenario.active_revisions() == [2]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::ffff:127.0.0.1]:{port}/metrics", "http://0.0.0.0:{port}/metrics", "http://127.0.0.1:{port}/metrics",
+     "http://[::ffff:169.254.169.254]/latest", "http://[::ffff:a9fe:a9fe]/latest"],
+)  # fmt: skip
+async def test_a_web_check_reaches_no_address_it_may_not_whatever_its_spelling(
+    stub: tuple[Stub, str], url: str
+) -> None:
+    from scheduler.providers import Target, web
+
+    metrics, base = stub
+    target = Target("d", "model", "p", "r", 1, 10)
+    async with httpx.AsyncClient() as http:
+        reading = await web.measure(http, url.format(port=base.rsplit(":", 1)[1]), "$.data.errorRate", target,
+                                    allow_loopback=False)  # fmt: skip
+
+    assert reading.value is None and "address" in reading.message, reading
+    assert metrics.asked == 0

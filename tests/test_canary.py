@@ -14,7 +14,7 @@ import pytest
 from scheduler import analysis as scheduler_analysis
 from scheduler import runner
 from scheduler.providers import Providers
-from store import reads, rollouts
+from store import reads, rollouts, route_health
 from store.models import (
     AnalysisPhase,
     AnalysisRunKind,
@@ -413,3 +413,15 @@ async def test_a_bad_canary_is_refused_naming_its_field_and_creates_nothing(
     assert error_code(body) == "BAD_USER_INPUT", body
     assert field in body["errors"][0]["message"], body["errors"][0]["message"]
     assert await snapshot(db) == before
+
+
+async def test_a_route_that_stops_mid_canary_leaves_the_weight_as_it_was(scenario: Scenario) -> None:
+    await canary_on_revision_2(scenario, 4, weight(10), pause(), weight(100))
+    await step_healthy(scenario)
+    [stopped, *_] = await scenario.routes(revision=1)
+
+    await route_health.report_route_health(scenario.db, stopped.id, RouteStatus.TERMINATED, actor="orchestrator")
+
+    shares_now = await shares(scenario)
+    assert math.isclose(sum(r for n, r in shares_now if n == 2), 0.10)  # the canary still has 10 %
+    assert math.isclose(sum(r for _, r in shares_now), 1.0)

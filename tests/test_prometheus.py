@@ -296,7 +296,7 @@ async def test_an_answer_not_complete_within_the_timeout_is_an_error(
     assert error_of(reading) == "Prometheus at 127.0.0.1:" + misbehaving.rsplit(":", 1)[1] + (
         " gave no full answer within 0.5 s"
     )
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 4  # cut at its 0.5 s deadline; generous for a loaded machine
 
 
 @pytest.mark.parametrize("behaviour", ["endless", "declared_large"])
