@@ -25,6 +25,7 @@ ENUMS = [
         models.MetricProvider,
         models.AnalysisRunKind,
         models.AnalysisPhase,
+        models.ShadowCompare,
     )
 ]
 

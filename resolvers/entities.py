@@ -12,7 +12,7 @@ from resolvers.connections import connection
 from resolvers.context import context
 from scheduler import deadlines
 from scheduler.diagnosis import WaitingFor, waiting_for
-from store import reads
+from store import reads, traffic
 from store.analysis import analyses
 from store.models import (
     AnalysisRun,
@@ -27,6 +27,7 @@ from store.models import (
     Route,
     RouteStatus,
     RouteTrafficStatus,
+    ShadowStats,
 )
 from store.validation import canonical_id
 
@@ -102,6 +103,13 @@ def resolve_canary_status(deployment: Deployment, info: GraphQLResolveInfo) -> C
     if deployment.canary_step_index is None or deployment.canary_weight is None:
         return None
     return CanaryStatus(deployment.canary_step_index, deployment.canary_weight)
+
+
+@deployment_type.field("shadowStats")
+async def resolve_shadow_stats(deployment: Deployment, info: GraphQLResolveInfo) -> ShadowStats | None:
+    if deployment.deploying_revision_id is None:
+        return None
+    return await traffic.shadow_stats(context(info).db, deployment.id, deployment.deploying_revision_id)
 
 
 @deployment_type.field("nextActionAt")

@@ -14,6 +14,8 @@ from store.models import (
     MetricProvider,
     Pause,
     RollingUpdateSpec,
+    ShadowCompare,
+    ShadowSpec,
     Strategy,
 )
 
@@ -32,6 +34,17 @@ def analysis(value: dict[str, Any], field: str, *, prometheus: bool) -> Analysis
                 "set it, or use a BUILTIN or WEB check"
             )
     return AnalysisSpec(**{**_given(value), "metrics": metrics})
+
+
+def shadow(value: dict[str, Any]) -> ShadowSpec:
+    """A ShadowSpecInput; omitted settings take the defaults (100 %, JSON, tolerance 0, no ignored fields)."""
+    given = _given(value)
+    return ShadowSpec(
+        percent=given.get("percent", ShadowSpec.percent),
+        compare=ShadowCompare(given.get("compare", ShadowSpec.compare)),
+        tolerance=float(given.get("tolerance", ShadowSpec.tolerance)),
+        ignore_fields=tuple(given.get("ignore_fields", ())),
+    )
 
 
 def int_or_percent(value: dict[str, Any]) -> IntOrPercent:
@@ -81,6 +94,8 @@ def strategy(value: dict[str, Any], *, prometheus: bool) -> Strategy:
                         ("post_promotion_analysis", "postPromotionAnalysis")):  # fmt: skip
         if field in given:
             given[field] = analysis(given[field], f"strategy.blueGreen.{name}", prometheus=prometheus)
+    if "shadow" in given:
+        given["shadow"] = shadow(given["shadow"])
     blue_green = BlueGreenSpec(**{**base.blue_green_spec.__dict__, **given})
     rolling = _given(value.get("rolling_update"))
     rolling_update = RollingUpdateSpec(

@@ -34,7 +34,7 @@ def passes(check: MetricCheck, value: float) -> bool:
 
 def taken(check: MetricCheck, reading: Reading) -> Taken:
     if reading.value is None:
-        return Taken(check, None, None, reading.message)
+        return Taken(check, None, None, reading.message, skipped=reading.skipped)
     ok = passes(check, reading.value)
     return Taken(check, reading.value, ok, f"{reading.message}: {'within' if ok else 'outside'} {bounds(check)}")
 
@@ -76,7 +76,7 @@ def decide(deployment: Deployment, run: AnalysisRun, measured: Sequence[Taken]) 
         return Verdict(AnalysisPhase.ERROR, run.passed, run.failed, run.errors,
                        "stopped: the rollout moved on before the run ended", SchedulingResult.SKIPPED)  # fmt: skip
     failed = [t for t in measured if t.passed is False]
-    unknown = [t for t in measured if t.passed is None]
+    unknown = [t for t in measured if t.passed is None and not t.skipped]  # a skipped check is neither
     passed_count, failed_count, errors = run.passed, run.failed, 0
     if failed:
         failed_count += 1

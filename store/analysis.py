@@ -159,12 +159,14 @@ async def claim_due(db: Database) -> DueCheck | None:
 
 @dataclass(frozen=True)
 class Taken:
-    """One metric measured: its value (None: the provider gave none), whether it passed (None: no number)."""
+    """One metric measured: its value (None: the provider gave none), whether it passed (None: no number), and
+    whether it was skipped (it does not apply: recorded, neither a pass nor an error)."""
 
     check: MetricCheck
     value: float | None
     passed: bool | None
     message: str
+    skipped: bool = False
 
 
 @dataclass(frozen=True)

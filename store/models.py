@@ -122,6 +122,22 @@ class AnalysisSpec:
     initial_delay_seconds: int = 0
 
 
+class ShadowCompare(enum.StrEnum):
+    EXACT = "EXACT"
+    JSON = "JSON"
+
+
+@dataclass(frozen=True)
+class ShadowSpec:
+    """Shadow traffic (SPEC §6): `percent` of the requests blue answers are also sent to a healthy green route, and
+    the two answers compared; `ignore_fields` are JSONPath expressions removed from both JSON answers first."""
+
+    percent: int = 100
+    compare: ShadowCompare = ShadowCompare.JSON
+    tolerance: float = 0.0
+    ignore_fields: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class BlueGreenSpec:
     auto_promote: bool = False
@@ -130,6 +146,7 @@ class BlueGreenSpec:
     scale_down_delay_seconds: int = 30
     pre_promotion_analysis: AnalysisSpec | None = None
     post_promotion_analysis: AnalysisSpec | None = None
+    shadow: ShadowSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +334,29 @@ class HistoryEntry:
 LIVE_ROUTE_STATUSES = frozenset(
     {RouteStatus.PROVISIONING, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}
 )
+
+
+@dataclass(frozen=True)
+class ShadowSample:
+    """A disagreement the proxy kept: strings truncated to 4 KiB, the request without its headers."""
+
+    request: str
+    blue_answer: str
+    green_answer: str
+
+
+@dataclass(frozen=True)
+class ShadowStats:
+    """Mirrored requests of the revision being deployed: each ended as one of agreed, disagreed, green_errors."""
+
+    agreed: int
+    disagreed: int
+    green_errors: int
+    samples: list[ShadowSample]
+
+    @property
+    def requests(self) -> int:
+        return self.agreed + self.disagreed + self.green_errors
 
 
 @dataclass(frozen=True)

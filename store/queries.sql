@@ -4,11 +4,11 @@
 INSERT INTO deployments (
     project_id, name, replicas, strategy_type, auto_promote, promote_delay_seconds, promotion_timeout_seconds,
     scale_down_delay_seconds, max_surge_count, max_surge_percent, max_unavailable_count, max_unavailable_percent,
-    provisioning_timeout_seconds, max_retries, pre_promotion_analysis, post_promotion_analysis
+    provisioning_timeout_seconds, max_retries, pre_promotion_analysis, post_promotion_analysis, shadow
 ) VALUES (
     :project_id, :name, :replicas, :strategy_type, :auto_promote, :promote_delay_seconds, :promotion_timeout_seconds,
     :scale_down_delay_seconds, :max_surge_count, :max_surge_percent, :max_unavailable_count, :max_unavailable_percent,
-    :provisioning_timeout_seconds, :max_retries, :pre_promotion_analysis, :post_promotion_analysis
+    :provisioning_timeout_seconds, :max_retries, :pre_promotion_analysis, :post_promotion_analysis, :shadow
 )
 RETURNING *
 
@@ -283,7 +283,7 @@ SET strategy_type = :strategy_type, auto_promote = :auto_promote, promote_delay_
     max_unavailable_count = :max_unavailable_count, max_unavailable_percent = :max_unavailable_percent,
     provisioning_timeout_seconds = :provisioning_timeout_seconds, max_retries = :max_retries,
     pre_promotion_analysis = :pre_promotion_analysis, post_promotion_analysis = :post_promotion_analysis,
-    updated_at = now()
+    shadow = :shadow, updated_at = now()
 WHERE id = :id
 RETURNING *
 
@@ -320,12 +320,15 @@ ORDER BY r.seq
 -- Where each live deployment's traffic goes now, by name (the proxy's routing table), with the revision each route
 -- serves (the proxy counts what it forwards per revision). `preview` rows are the HEALTHY routes of the revision
 -- being deployed, for requests that ask for it (SPEC §6, Preview); their ratio is left to the proxy (equal shares).
+-- A preview row also carries the deployment's shadow spec when its green routes take a mirror of the traffic: a
+-- blue-green rollout with a shadow spec and a revision serving (SPEC §6, Shadow traffic; none on a first deploy).
 SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio,
-       r.revision_id, v.number AS revision_number, false AS preview
+       r.revision_id, v.number AS revision_number, false AS preview, CAST(NULL AS jsonb) AS shadow
 FROM deployments d JOIN routes r ON r.deployment_id = d.id JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE' AND r.endpoint_url IS NOT NULL
 UNION ALL
-SELECT d.name, d.id, r.id, r.endpoint_url, 1.0, r.revision_id, v.number, true
+SELECT d.name, d.id, r.id, r.endpoint_url, 1.0, r.revision_id, v.number, true,
+       CASE WHEN d.strategy_type = 'BLUE_GREEN' AND d.current_revision_id IS NOT NULL THEN d.shadow END
 FROM deployments d JOIN routes r ON r.deployment_id = d.id AND r.revision_id = d.deploying_revision_id
      JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle = 'DEPLOYING' AND r.status = 'HEALTHY' AND r.endpoint_url IS NOT NULL
@@ -539,3 +542,50 @@ WITH shares AS (
 UPDATE routes
 SET traffic_status = 'INACTIVE', traffic_ratio = 0, updated_at = now()
 WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE' AND NOT (id = ANY(CAST(:ids AS uuid[])))
+
+-- Shadow traffic (SPEC §6): what every `switchover proxy` mirrored to the revision being deployed and how its answers
+-- compared with blue's, per one-second interval of the database's clock and proxy (written with proxy_traffic, in
+-- the same flush transaction), and the newest disagreements of each revision.
+
+-- name: add_shadow_traffic
+INSERT INTO shadow_traffic AS t
+    (deployment_id, revision_id, interval_start, proxy_id, agreed, disagreed, green_errors)
+VALUES (:deployment_id, :revision_id, date_trunc('second', now()), :proxy_id, :agreed, :disagreed, :green_errors)
+ON CONFLICT (deployment_id, revision_id, interval_start, proxy_id) DO UPDATE
+SET agreed = t.agreed + EXCLUDED.agreed,
+    disagreed = t.disagreed + EXCLUDED.disagreed,
+    green_errors = t.green_errors + EXCLUDED.green_errors
+
+-- name: add_shadow_sample
+INSERT INTO shadow_samples (deployment_id, revision_id, request, blue_answer, green_answer)
+VALUES (:deployment_id, :revision_id, :request, :blue_answer, :green_answer)
+
+-- name: trim_shadow_samples
+-- Only the newest :keep samples of a revision stay.
+DELETE FROM shadow_samples
+WHERE deployment_id = :deployment_id AND revision_id = :revision_id AND seq NOT IN (
+    SELECT seq FROM shadow_samples
+    WHERE deployment_id = :deployment_id AND revision_id = :revision_id
+    ORDER BY seq DESC LIMIT :keep
+)
+
+-- name: shadow_figures
+-- A revision's mirrored requests summed over proxies, over the one-second intervals that ended within the last
+-- `seconds` (and the one still open); all of them when it is NULL.
+SELECT CAST(coalesce(sum(agreed), 0) AS bigint) AS agreed,
+       CAST(coalesce(sum(disagreed), 0) AS bigint) AS disagreed,
+       CAST(coalesce(sum(green_errors), 0) AS bigint) AS green_errors
+FROM shadow_traffic
+WHERE deployment_id = :deployment_id AND revision_id = :revision_id
+  AND (CAST(:seconds AS double precision) IS NULL
+       OR interval_start + interval '1 second' > now() - make_interval(secs => CAST(:seconds AS double precision)))
+
+-- name: shadow_samples_of_revision
+-- Newest first.
+SELECT request, blue_answer, green_answer FROM shadow_samples
+WHERE deployment_id = :deployment_id AND revision_id = :revision_id
+ORDER BY seq DESC LIMIT :keep
+
+-- name: has_serving_revision
+-- Whether a deployment has a revision serving (a blue, for shadow traffic to mirror from).
+SELECT current_revision_id IS NOT NULL FROM deployments WHERE id = :deployment_id

@@ -28,6 +28,8 @@ from store.models import (
     RouteStatus,
     RouteTrafficStatus,
     SchedulingResult,
+    ShadowCompare,
+    ShadowSpec,
     Strategy,
 )
 
@@ -90,12 +92,31 @@ def canary_spec(value: Mapping[str, Any] | None) -> CanarySpec:
     return CanarySpec(steps, analysis_spec(value["analysis"]), value["scale_down_delay_seconds"])
 
 
+def shadow_spec_json(spec: ShadowSpec | None) -> dict[str, Any] | None:
+    """A shadow spec as the jsonb column holds it."""
+    if spec is None:
+        return None
+    return {**dataclasses.asdict(spec), "compare": spec.compare.value, "ignore_fields": list(spec.ignore_fields)}
+
+
+def shadow_spec(value: Mapping[str, Any] | None) -> ShadowSpec | None:
+    if value is None:
+        return None
+    return ShadowSpec(
+        percent=value["percent"],
+        compare=ShadowCompare(value["compare"]),
+        tolerance=value["tolerance"],
+        ignore_fields=tuple(value["ignore_fields"]),
+    )
+
+
 def strategy_values(strategy: Strategy) -> dict[str, Any]:
     """The columns that hold a strategy."""
     bg, rolling = strategy.blue_green_spec, strategy.rolling_update_spec
     return {
         "pre_promotion_analysis": analysis_spec_json(bg.pre_promotion_analysis),
         "post_promotion_analysis": analysis_spec_json(bg.post_promotion_analysis),
+        "shadow": shadow_spec_json(bg.shadow),
         "strategy_type": strategy.type.value,
         "auto_promote": bg.auto_promote,
         "promote_delay_seconds": bg.promote_delay_seconds,
@@ -128,6 +149,7 @@ def deployment(row: Row) -> Deployment:
                 scale_down_delay_seconds=row["scale_down_delay_seconds"],
                 pre_promotion_analysis=analysis_spec(row["pre_promotion_analysis"]),
                 post_promotion_analysis=analysis_spec(row["post_promotion_analysis"]),
+                shadow=shadow_spec(row["shadow"]),
             ),
             rolling_update_spec=RollingUpdateSpec(
                 max_surge=IntOrPercent(row["max_surge_count"], row["max_surge_percent"]),

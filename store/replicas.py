@@ -7,7 +7,7 @@ from typing import Any
 from databases import Database
 
 from store import records
-from store.models import Route
+from store.models import Route, ShadowSpec
 from store.queries import QUERIES
 
 
@@ -75,10 +75,12 @@ class RoutingTable:
 
     traffic: dict[str, list[Destination]]
     preview: dict[str, list[Destination]]
+    # Deployments whose preview routes also take a mirror of the traffic (SPEC §6, Shadow traffic), by name.
+    shadow: dict[str, ShadowSpec]
 
 
 async def traffic_table(db: Database) -> RoutingTable:
-    table = RoutingTable({}, {})
+    table = RoutingTable({}, {}, {})
     owners: dict[str, Any] = {}
     for row in await db.fetch_all(QUERIES["traffic_table"]):
         # Names are unique per project only: the oldest live deployment of a name owns the path.
@@ -93,4 +95,7 @@ async def traffic_table(db: Database) -> RoutingTable:
             revision_number=row["revision_number"],
         )
         (table.preview if row["preview"] else table.traffic).setdefault(row["name"], []).append(destination)
+        shadow = records.shadow_spec(row["shadow"])
+        if shadow is not None:
+            table.shadow[row["name"]] = shadow
     return table

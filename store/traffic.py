@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from databases import Database
 
+from store.models import ShadowSample, ShadowStats
 from store.queries import QUERIES
 
 # Upper bounds (ms) of the duration buckets: model-serving answers, from a cached few milliseconds to a slow
@@ -36,13 +37,47 @@ def bucket_of(milliseconds: float) -> int:
     return bisect_left(BUCKET_BOUNDS_MS, milliseconds)
 
 
+SAMPLES_KEPT = 10  # disagreeing samples per revision, newest kept (SPEC §6)
+SAMPLE_BYTES = 4096
+
+
+def truncated(text: str, limit: int = SAMPLE_BYTES) -> str:
+    """At most `limit` bytes of UTF-8, cut on a character boundary."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+@dataclass
+class ShadowCounts:
+    """Mirrored requests of one revision (the one being deployed): each ended as exactly one of the three."""
+
+    agreed: int = 0
+    disagreed: int = 0
+    green_errors: int = 0
+    samples: list[ShadowSample] = field(default_factory=list)  # oldest first, at most SAMPLES_KEPT
+
+    @property
+    def requests(self) -> int:
+        return self.agreed + self.disagreed + self.green_errors
+
+    def add(self, other: "ShadowCounts") -> None:
+        self.agreed += other.agreed
+        self.disagreed += other.disagreed
+        self.green_errors += other.green_errors
+        self.samples = (other.samples + self.samples)[-SAMPLES_KEPT:]  # `other` is the older (a failed flush)
+
+    def keep(self, sample: ShadowSample) -> None:
+        self.samples = [*self.samples, sample][-SAMPLES_KEPT:]
+
+
 @dataclass
 class Counts:
-    """What a proxy saw of one revision since its last flush."""
+    """What a proxy saw of one revision since its last flush: the requests it forwarded to it, and those it mirrored
+    to it (shadow traffic)."""
 
     requests: int = 0
     errors: int = 0  # answers with a 5xx status
     buckets: list[int] = field(default_factory=empty_buckets)
+    shadow: ShadowCounts = field(default_factory=ShadowCounts)
 
     def count(self, *, error: bool, milliseconds: float) -> None:
         self.requests += 1
@@ -53,6 +88,7 @@ class Counts:
         self.requests += other.requests
         self.errors += other.errors
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.shadow.add(other.shadow)
 
 
 class CommitUnknown(Exception):
@@ -73,23 +109,46 @@ async def record(db: Database, *, proxy_id: str, batch: Mapping[RevisionKey, Cou
         async with db.transaction():
             xid = await db.fetch_val(QUERIES["current_transaction_id"])
             for (deployment_id, revision_id), counts in batch.items():
-                await db.execute(
-                    QUERIES["add_proxy_traffic"],
-                    {
-                        "deployment_id": deployment_id,
-                        "revision_id": revision_id,
-                        "proxy_id": proxy_id,
-                        "requests": counts.requests,
-                        "errors": counts.errors,
-                        "duration_buckets": counts.buckets,
-                    },
-                )
+                if counts.requests or not counts.shadow.requests:
+                    await db.execute(
+                        QUERIES["add_proxy_traffic"],
+                        {
+                            "deployment_id": deployment_id,
+                            "revision_id": revision_id,
+                            "proxy_id": proxy_id,
+                            "requests": counts.requests,
+                            "errors": counts.errors,
+                            "duration_buckets": counts.buckets,
+                        },
+                    )
+                if counts.shadow.requests:
+                    await record_shadow(db, deployment_id, revision_id, proxy_id=proxy_id, counts=counts.shadow)
     except Exception as exc:
         if xid is None:
             raise
         raise CommitUnknown(xid) from exc
     assert xid is not None
     return xid
+
+
+async def record_shadow(
+    db: Database, deployment_id: str, revision_id: str, *, proxy_id: str, counts: ShadowCounts
+) -> None:
+    """Inside `record`'s transaction: add mirrored counts and samples; only the newest SAMPLES_KEPT samples stay."""
+    keys = {"deployment_id": deployment_id, "revision_id": revision_id}
+    await db.execute(
+        QUERIES["add_shadow_traffic"],
+        {**keys, "proxy_id": proxy_id, "agreed": counts.agreed, "disagreed": counts.disagreed,
+         "green_errors": counts.green_errors},
+    )  # fmt: skip
+    for sample in counts.samples:
+        await db.execute(
+            QUERIES["add_shadow_sample"],
+            {**keys, "request": truncated(sample.request), "blue_answer": truncated(sample.blue_answer),
+             "green_answer": truncated(sample.green_answer)},
+        )  # fmt: skip
+    if counts.samples:
+        await db.execute(QUERIES["trim_shadow_samples"], {**keys, "keep": SAMPLES_KEPT})
 
 
 async def outcome(db: Database, xid: str) -> str | None:
@@ -115,3 +174,37 @@ async def revision_figures(db: Database, deployment_id: str, revision_id: str, *
     )
     buckets = tuple(row["duration_buckets"]) or tuple(empty_buckets())
     return Figures(requests=row["requests"], errors=row["errors"], buckets=buckets)
+
+
+async def shadow_figures(
+    db: Database, deployment_id: str, revision_id: str, *, seconds: int | None = None
+) -> ShadowCounts:
+    """A revision's mirrored requests summed over proxies: over the one-second intervals that ended within the last
+    `seconds` (and the one still open), or all of them (None); without samples."""
+    row = await db.fetch_one(
+        QUERIES["shadow_figures"],
+        {"deployment_id": deployment_id, "revision_id": revision_id,
+         "seconds": None if seconds is None else float(seconds)},
+    )  # fmt: skip
+    assert row is not None
+    return ShadowCounts(agreed=row["agreed"], disagreed=row["disagreed"], green_errors=row["green_errors"])
+
+
+async def shadow_samples(db: Database, deployment_id: str, revision_id: str) -> list[ShadowSample]:
+    """The revision's newest disagreements, newest first."""
+    rows = await db.fetch_all(
+        QUERIES["shadow_samples_of_revision"],
+        {"deployment_id": deployment_id, "revision_id": revision_id, "keep": SAMPLES_KEPT},
+    )
+    return [ShadowSample(r["request"], r["blue_answer"], r["green_answer"]) for r in rows]
+
+
+async def has_serving_revision(db: Database, deployment_id: str) -> bool:
+    return bool(await db.fetch_val(QUERIES["has_serving_revision"], {"deployment_id": deployment_id}))
+
+
+async def shadow_stats(db: Database, deployment_id: str, revision_id: str) -> ShadowStats:
+    """Everything mirrored to the revision, summed over proxies, and its newest disagreements."""
+    figures = await shadow_figures(db, deployment_id, revision_id)
+    samples = await shadow_samples(db, deployment_id, revision_id)
+    return ShadowStats(figures.agreed, figures.disagreed, figures.green_errors, samples)

@@ -19,6 +19,7 @@ from store.models import (
     IntOrPercent,
     MetricCheck,
     MetricProvider,
+    ShadowSpec,
     Strategy,
 )
 
@@ -83,12 +84,15 @@ def check_strategy(strategy: Strategy, replicas: int) -> None:
         check_analysis(bg.pre_promotion_analysis, "strategy.blueGreen.prePromotionAnalysis")
     if bg.post_promotion_analysis is not None:
         check_analysis(bg.post_promotion_analysis, "strategy.blueGreen.postPromotionAnalysis")
+    if bg.shadow is not None:
+        check_shadow(bg.shadow, "strategy.blueGreen.shadow")
     check_range(bg.promote_delay_seconds, "strategy.blueGreen.promoteDelaySeconds", 0, DAY)
     if bg.promotion_timeout_seconds is not None:
         check_range(bg.promotion_timeout_seconds, "strategy.blueGreen.promotionTimeoutSeconds", 1, 7 * DAY)
     check_range(bg.scale_down_delay_seconds, "strategy.blueGreen.scaleDownDelaySeconds", 0, DAY)
     if strategy.type is DeploymentStrategyType.CANARY:
         check_canary(strategy.canary_spec, "strategy.canary")
+    check_shadow_metrics(strategy)
     check_range(strategy.provisioning_timeout_seconds, "strategy.provisioningTimeoutSeconds", 1, DAY)
     check_range(strategy.max_retries, "strategy.maxRetries", 0, 100)
     rolling = strategy.rolling_update_spec
@@ -102,6 +106,51 @@ def check_strategy(strategy: Strategy, replicas: int) -> None:
                 f"strategy.rollingUpdate: with {replicas} replicas both maxSurge and maxUnavailable resolve to 0, "
                 "so no route could ever be replaced; allow at least one surge or unavailable route"
             )
+
+
+MAX_IGNORE_FIELDS = 50
+SHADOW_AGREEMENT = "shadow-agreement-rate"
+
+
+def check_shadow_metrics(strategy: Strategy) -> None:
+    """`shadow-agreement-rate` is measured only before a blue-green promotion that mirrors traffic: anywhere else it
+    could never pass."""
+    bg = strategy.blue_green_spec
+    analyses = [(bg.pre_promotion_analysis, "strategy.blueGreen.prePromotionAnalysis"),
+                (bg.post_promotion_analysis, "strategy.blueGreen.postPromotionAnalysis"),
+                (strategy.canary_spec.analysis, "strategy.canary.analysis")]  # fmt: skip
+    analyses += [
+        (step.analysis, f"strategy.canary.steps[{i}].analysis") for i, step in enumerate(strategy.canary_spec.steps)
+    ]
+    for spec, field in analyses:
+        for i, metric in enumerate(spec.metrics if spec is not None else ()):
+            if metric.provider is not MetricProvider.BUILTIN or metric.query != SHADOW_AGREEMENT:
+                continue
+            at = f"{field}.metrics[{i}].query"
+            if field != "strategy.blueGreen.prePromotionAnalysis":
+                raise BadUserInput(
+                    f"{at} {SHADOW_AGREEMENT} is measured only before a blue-green promotion: "
+                    "use it in strategy.blueGreen.prePromotionAnalysis"
+                )
+            if bg.shadow is None:
+                raise BadUserInput(f"{at} {SHADOW_AGREEMENT} needs shadow traffic: give strategy.blueGreen.shadow")
+
+
+def check_shadow(spec: ShadowSpec, field: str) -> None:
+    check_range(spec.percent, f"{field}.percent", 1, 100)
+    if not math.isfinite(spec.tolerance) or spec.tolerance < 0:
+        raise BadUserInput(f"{field}.tolerance must be a finite number ≥ 0 (0.01 is 1 %), got {spec.tolerance}")
+    if len(spec.ignore_fields) > MAX_IGNORE_FIELDS:
+        given = len(spec.ignore_fields)
+        raise BadUserInput(f"{field}.ignoreFields may hold at most {MAX_IGNORE_FIELDS} paths, got {given}")
+    for i, path in enumerate(spec.ignore_fields):
+        check_text(path, f"{field}.ignoreFields[{i}]", 512)
+        try:
+            jsonpath_ng.parse(path)
+        except Exception as refused:  # the parser raises several kinds; all mean "not a JSONPath"
+            raise BadUserInput(
+                f"{field}.ignoreFields[{i}] is not a JSONPath expression ({refused}): e.g. $.requestId"
+            ) from None
 
 
 MAX_CANARY_STEPS = 100
@@ -212,11 +261,6 @@ def check_metric(metric: MetricCheck, field: str) -> None:
     if metric.min is not None and metric.max is not None and metric.min > metric.max:
         raise BadUserInput(f"{field}.min ({metric.min}) is greater than its max ({metric.max}): nothing could pass")
     if metric.provider is MetricProvider.BUILTIN:
-        if metric.query == "shadow-agreement-rate":  # it could never pass: nothing measures it yet
-            raise BadUserInput(
-                f"{field}.query shadow-agreement-rate needs shadow traffic, which this version does not mirror yet; "
-                "use request-success-rate or request-duration-p99"
-            )
         if metric.query not in BUILTIN_METRICS:
             raise BadUserInput(f"{field}.query must name a BUILTIN metric, one of {', '.join(sorted(BUILTIN_METRICS))}")
     elif metric.provider is MetricProvider.PROMETHEUS:

@@ -9,10 +9,18 @@ it misbehave, for demos and tests:
 - `REPLICA_ERROR_PERCENT` (0–100): answer that share of POST requests with 500, spread evenly and
   deterministically over the requests this replica receives: the n-th fails when ⌊n·p/100⌋ > ⌊(n−1)·p/100⌋
   (at 20: the 5th, 10th, 15th, …), so any 100 requests in a row hold exactly p failures (p whole; a bad
-  model for analysis to catch).
+  model for analysis to catch);
+- `REPLICA_DRIFT_PERCENT` (0–100): answer that share of POST requests (spread the same way) with the opposite
+  `prediction` (a model that drifts on some inputs, for shadow traffic to catch);
+- `REPLICA_SCORE_OFFSET`: add this to every `score` (a model whose numbers differ a little);
+- `REPLICA_ANSWER_DELAY_SECONDS`: wait this long before answering a POST (a slow model, or one that never answers).
+
+A POST's answer holds its `prediction` and `score` (both functions of the body), and `"shadow": true` when the
+request came with `x-switchover-shadow: 1` (a mirrored copy).
 """
 
 import argparse
+import asyncio
 import math
 import os
 import socket
@@ -38,6 +46,9 @@ def create_app(
     health_path: str,
     unhealthy_after: float | None,
     error_percent: float = 0,
+    drift_percent: float = 0,
+    score_offset: float = 0,
+    answer_delay: float = 0,
 ) -> Starlette:
     started = time.monotonic()
     posts = 0
@@ -51,9 +62,17 @@ def create_app(
         nonlocal posts
         body = await request.body()
         posts += 1
-        if fails(posts, error_percent):
+        n = posts
+        if answer_delay:
+            await asyncio.sleep(answer_delay)
+        if fails(n, error_percent):
             return JSONResponse({"error": "the model failed (REPLICA_ERROR_PERCENT)", "revision": revision}, 500)
-        return JSONResponse({"image": image, "revision": revision, "route": route_id, "prediction": len(body) % 2 == 0})
+        prediction = (len(body) % 2 == 0) != fails(n, drift_percent)
+        answer = {"image": image, "revision": revision, "route": route_id, "prediction": prediction,
+                  "score": len(body) / 10 + score_offset}  # fmt: skip
+        if request.headers.get("x-switchover-shadow") == "1":
+            answer["shadow"] = True
+        return JSONResponse(answer)
 
     routes = [Route("/v1/predict", predict, methods=["POST"]), Route(health_path, health)]
     if health_path != "/health":
@@ -61,14 +80,24 @@ def create_app(
     return Starlette(routes=routes)
 
 
-def error_percent_of(raw: str, route: str) -> float:
+def error_percent_of(raw: str, route: str, variable: str = "REPLICA_ERROR_PERCENT") -> float:
     try:
         percent = float(raw)
     except ValueError:
         percent = math.nan
     if not 0 <= percent <= 100:  # NaN included
-        raise SystemExit(f"replica for route {route}: REPLICA_ERROR_PERCENT must be a number 0–100, got {raw!r}")
+        raise SystemExit(f"replica for route {route}: {variable} must be a number 0–100, got {raw!r}")
     return percent
+
+
+def number_of(raw: str, route: str, variable: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise SystemExit(f"replica for route {route}: {variable} must be a number, got {raw!r}")
+    return value
 
 
 def main() -> None:
@@ -92,7 +121,12 @@ def main() -> None:
         health_path=args.health_path,
         unhealthy_after=float(unhealthy_after) if unhealthy_after else None,
         error_percent=error_percent,
-    )
+        drift_percent=error_percent_of(os.environ.get("REPLICA_DRIFT_PERCENT") or "0", args.route,
+                                       "REPLICA_DRIFT_PERCENT"),
+        score_offset=number_of(os.environ.get("REPLICA_SCORE_OFFSET") or "0", args.route, "REPLICA_SCORE_OFFSET"),
+        answer_delay=max(0.0, number_of(os.environ.get("REPLICA_ANSWER_DELAY_SECONDS") or "0", args.route,
+                                        "REPLICA_ANSWER_DELAY_SECONDS")),
+    )  # fmt: skip
     sock = socket.socket(fileno=args.fd)  # already bound and listening: no port race with other replicas
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     server.run(sockets=[sock])

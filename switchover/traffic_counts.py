@@ -44,6 +44,19 @@ class TrafficCounts:
             buckets=[bound / 1000 for bound in traffic.BUCKET_BOUNDS_MS],
             registry=self.registry,
         )
+        self.mirrored = Counter(
+            "switchover_proxy_shadow_requests_total",
+            "Requests mirrored to the revision being deployed, by how its answer compared with blue's "
+            "(agreed, disagreed, green_error).",
+            ["deployment", "revision", "outcome"],
+            registry=self.registry,
+        )
+        self.not_mirrored = Counter(
+            "switchover_proxy_shadow_skipped_total",
+            "Requests picked for mirroring but not mirrored, by reason (body_too_large, too_many_in_flight).",
+            ["deployment", "revision", "reason"],
+            registry=self.registry,
+        )
         self.pending: Batch = {}  # counted since the last flush began, or kept from a flush that failed
         self.unsettled: list[tuple[str, Batch]] = []  # flushes whose COMMIT failed: transaction id, counts
 
@@ -56,6 +69,25 @@ class TrafficCounts:
         if counts is None:
             counts = self.pending[key] = traffic.Counts()
         counts.count(error=status >= 500, milliseconds=seconds * 1000)
+
+    def shadow(
+        self, deployment: str, green: Destination, outcome: str, sample: traffic.ShadowSample | None = None
+    ) -> None:
+        """One mirrored request ended: `outcome` is agreed, disagreed or green_error; a disagreement's sample."""
+        self.mirrored.labels(deployment, str(green.revision_number), outcome).inc()
+        key = (green.deployment_id, green.revision_id)
+        counts = self.pending.setdefault(key, traffic.Counts()).shadow
+        if outcome == "agreed":
+            counts.agreed += 1
+        elif outcome == "disagreed":
+            counts.disagreed += 1
+        else:
+            counts.green_errors += 1
+        if sample is not None:
+            counts.keep(sample)
+
+    def skipped(self, deployment: str, green: Destination, reason: str) -> None:
+        self.not_mirrored.labels(deployment, str(green.revision_number), reason).inc()
 
     async def flush(self, db: Database) -> None:
         """Write what was counted since the last flush. Counts of a flush that fails stay for the next one; never

@@ -23,8 +23,9 @@ from store.pagination import encode_cursor
 # Fields execution computes in Python: a query selecting one is left to execution, so they are drawn rarely (most
 # examples should compare the planner with execution, not execution with itself).
 COMPUTED = {("Deployment", "strategy"), ("Deployment", "waitingFor"), ("Deployment", "nextActionAt")}
-# Fields execution alone answers, each with tests of its own (analysis runs: tests/test_analysis.py): never drawn.
-NOT_DRAWN = {("Deployment", "analysisRuns")}
+# Fields execution alone answers, each with tests of its own (analysis runs: tests/test_analysis.py, shadow
+# statistics: tests/test_shadow.py): never drawn.
+NOT_DRAWN = {("Deployment", "analysisRuns"), ("Deployment", "shadowStats")}
 CURSOR_KINDS = {"deployments": "deployment", "revisions": "revision", "history": "history"}
 MAX_DEPTH = 6  # object levels below Query; a page is three (connection, edge, node)
 

@@ -31,10 +31,15 @@ class Target:
 class Reading:
     value: float | None  # None: no number; `message` says why
     message: str
+    skipped: bool = False  # the check does not apply here (shadow agreement on a first deploy): neither pass nor error
 
     @staticmethod
     def error(message: str) -> "Reading":
         return Reading(None, message)
+
+    @staticmethod
+    def skip(message: str) -> "Reading":
+        return Reading(None, message, skipped=True)
 
 
 class Providers:

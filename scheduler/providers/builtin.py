@@ -3,6 +3,8 @@ aggregates every proxy writes to PostgreSQL (store/traffic.py), summed over prox
 
 - `request-success-rate`: percent of the revision's answers that were not 5xx (the proxy's own 502 for a revision
   whose routes did not answer included);
+- `shadow-agreement-rate`: percent of the requests mirrored to the revision that agreed with blue's answers
+  (SPEC §6, Shadow traffic); on a first deploy there is no blue to mirror from and the check is skipped;
 - `request-duration-p99` (ms): the upper bound of the duration bucket that holds the 99th percentile, so it is
   never below the true p99 and at most one bucket above it (bounds: store.traffic.BUCKET_BOUNDS_MS). Above the
   largest bound it is that bound, and the message says so.
@@ -27,7 +29,7 @@ METRICS = frozenset({SUCCESS_RATE, DURATION_P99, SHADOW_AGREEMENT})
 
 async def measure(db: Database, metric: str, target: Target) -> Reading:
     if metric == SHADOW_AGREEMENT:
-        return Reading.error(f"{SHADOW_AGREEMENT} is not measured: shadow traffic is not built yet")
+        return await agreement_rate(db, target)
     if metric not in METRICS:
         return Reading.error(f"unknown BUILTIN metric {metric[:100]!r}; known: {', '.join(sorted(METRICS))}")
     figures = await traffic.revision_figures(
@@ -41,6 +43,23 @@ async def measure(db: Database, metric: str, target: Target) -> Reading:
     if metric == SUCCESS_RATE:
         return success_rate(figures)
     return duration_p99(figures)
+
+
+async def agreement_rate(db: Database, target: Target) -> Reading:
+    if not await traffic.has_serving_revision(db, target.deployment_id):
+        return Reading.skip("skipped: a first deploy has no serving revision to mirror traffic from")
+    shadow = await traffic.shadow_figures(db, target.deployment_id, target.revision_id, seconds=target.interval_seconds)
+    if shadow.requests == 0:
+        return Reading.error(
+            f"no requests mirrored to revision {target.revision_number} of {target.deployment_name} "
+            f"in the last {target.interval_seconds} s"
+        )
+    rate = 100 * shadow.agreed / shadow.requests
+    return Reading(
+        rate,
+        f"{rate:.2f} % of {shadow.requests} mirrored requests agreed "
+        f"({shadow.disagreed} disagreed, {shadow.green_errors} green errors)",
+    )
 
 
 def success_rate(figures: traffic.Figures) -> Reading:
