@@ -95,10 +95,15 @@ async def apply(db: Database, claim: scheduling.Claim, transition: Transition, d
         await rollouts.revert_traffic(db, deployment, claim.routes, actor=analysis.ACTOR, reason=decision.message)
         return
     if actions.cannot_revert:  # said once: the next epoch no longer judges that run
-        state = (deployment.lifecycle, deployment.sub_step)
-        await history.record(db, deployment.id, phase=analysis_store.PHASE, message=decision.message,
-                             actor=analysis.ACTOR, result=SchedulingResult.GIVE_UP, error_code=decision.error_code,
-                             from_state=state, to_state=state)  # fmt: skip
+        await history.note(
+            db,
+            deployment,
+            phase=analysis_store.PHASE,
+            message=decision.message,
+            actor=analysis.ACTOR,
+            result=SchedulingResult.GIVE_UP,
+            error_code=decision.error_code,
+        )
         await analysis_store.next_epoch(db, deployment)
         await scheduling.wait(db, deployment, until=claim.now)  # then drain as usual
         return

@@ -78,15 +78,13 @@ async def stop(db: Database, deployment: Deployment, kind: AnalysisRunKind, *, w
     rows = await db.fetch_all(QUERIES["end_running_analysis"], {"deployment_id": deployment.id, "kind": kind.value})
     for row in rows:
         [number] = await revision_numbers(db, str(row["revision_id"]))
-        await history.record(
+        await history.note(
             db,
-            deployment.id,
+            deployment,
             phase=PHASE,
             message=f"{WORDS[kind]} of revision {number} stopped before it ended: {why}",
             actor=actor,
             result=SchedulingResult.SKIPPED,
-            from_state=(deployment.lifecycle, deployment.sub_step),
-            to_state=(deployment.lifecycle, deployment.sub_step),
         )
 
 
@@ -223,17 +221,14 @@ async def record(
         )
         assert updated_row is not None
         if verdict.message is not None:
-            state = (deployment.lifecycle, deployment.sub_step)
-            await history.record(
+            await history.note(
                 db,
-                deployment.id,
+                deployment,
                 phase=PHASE,
                 message=f"{WORDS[run.kind]} of revision {due.revision_number}: {verdict.message}",
                 actor=actor,
                 result=verdict.result,
                 error_code=verdict.error_code,
-                from_state=state,
-                to_state=state,
             )
         if verdict.phase is not AnalysisPhase.RUNNING:  # the deployment acts on the outcome now
             await db.execute(QUERIES["wake_deployment"], {"id": deployment.id})

@@ -37,7 +37,17 @@ async def record(
     )
 
 
-async def note(db: Database | Connection, deployment: Deployment, *, phase: str, message: str, actor: str) -> None:
+async def note(
+    db: Database | Connection,
+    deployment: Deployment,
+    *,
+    phase: str,
+    message: str,
+    actor: str,
+    result: SchedulingResult = SchedulingResult.SUCCESS,
+    error_code: str | None = None,
+) -> None:
     """A history row for an operation that leaves (lifecycle, subStep) as it was."""
     state = (deployment.lifecycle, deployment.sub_step)
-    await record(db, deployment.id, phase=phase, message=message, actor=actor, from_state=state, to_state=state)
+    await record(db, deployment.id, phase=phase, message=message, actor=actor, result=result, error_code=error_code,
+                 from_state=state, to_state=state)  # fmt: skip

@@ -6,7 +6,7 @@ Ids are compared in canonical form (`validation.canonical_id`); a malformed id s
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from databases import Database
 
@@ -77,10 +77,6 @@ def _deployment_cursor(d: Deployment) -> str:
 
 def _revision_cursor(r: Revision) -> str:
     return encode_cursor("revision", r.number)
-
-
-def _history_cursor(h: HistoryEntry) -> str:
-    return encode_cursor("history", h.seq)
 
 
 async def list_deployments(
@@ -170,42 +166,53 @@ async def routes_of_deployments(
     return grouped
 
 
+class _Logged(Protocol):
+    deployment_id: str
+    seq: int
+
+
+L = TypeVar("L", bound=_Logged)
+
+
+async def _newest_first_pages(
+    db: Database,
+    query: str,
+    kind: str,
+    record: Callable[[Any], L],
+    deployment_ids: Sequence[str],
+    first: int | None,
+    after: str | None,
+) -> dict[str, Page[L]]:
+    """One page per deployment of rows newest first, by `seq` below the cursor (history, analysis runs)."""
+    limit = page_size(first)
+    rows = await db.fetch_all(
+        QUERIES[query],
+        {
+            "deployment_ids": _valid(deployment_ids),
+            "before_seq": decode_cursor(kind, after, HISTORY_START),
+            "limit": limit + 1,
+        },
+    )
+    found = [record(r) for r in rows]
+    return _pages(found, _valid(deployment_ids), lambda x: x.deployment_id, limit, lambda x: encode_cursor(kind, x.seq))
+
+
 async def history_pages(
     db: Database, deployment_ids: Sequence[str], *, first: int | None = None, after: str | None = None
 ) -> dict[str, Page[HistoryEntry]]:
     """History, newest first, one page per deployment."""
-    limit = page_size(first)
-    rows = await db.fetch_all(
-        QUERIES["list_history_of_deployments"],
-        {
-            "deployment_ids": _valid(deployment_ids),
-            "before_seq": decode_cursor("history", after, HISTORY_START),
-            "limit": limit + 1,
-        },
+    return await _newest_first_pages(
+        db, "list_history_of_deployments", "history", records.history_entry, deployment_ids, first, after
     )
-    found = [records.history_entry(r) for r in rows]
-    return _pages(found, _valid(deployment_ids), lambda h: h.deployment_id, limit, _history_cursor)
-
-
-def _analysis_cursor(r: AnalysisRun) -> str:
-    return encode_cursor("analysis", r.seq)
 
 
 async def analysis_run_pages(
     db: Database, deployment_ids: Sequence[str], *, first: int | None = None, after: str | None = None
 ) -> dict[str, Page[AnalysisRun]]:
     """Analysis runs, newest first, one page per deployment."""
-    limit = page_size(first)
-    rows = await db.fetch_all(
-        QUERIES["list_analysis_runs_of_deployments"],
-        {
-            "deployment_ids": _valid(deployment_ids),
-            "before_seq": decode_cursor("analysis", after, HISTORY_START),
-            "limit": limit + 1,
-        },
+    return await _newest_first_pages(
+        db, "list_analysis_runs_of_deployments", "analysis", records.analysis_run, deployment_ids, first, after
     )
-    found = [records.analysis_run(r) for r in rows]
-    return _pages(found, _valid(deployment_ids), lambda r: r.deployment_id, limit, _analysis_cursor)
 
 
 async def measurements_of_runs(db: Database, run_ids: Sequence[str]) -> dict[str, list[Measurement]]:

@@ -116,3 +116,24 @@ async def machine(scenario: Any) -> AsyncIterator[Any]:
     finally:
         m.runtime.stop_all_started_here()
         await m.checker.aclose()
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[tuple[Any, str]]:
+    """A metrics endpoint (tests/analysis_helpers.py `Stub`) served on loopback, and its base URL."""
+    from tests.analysis_helpers import Stub
+    from tests.live_server import serving
+
+    s = Stub()
+    async with serving(s.app()) as url:
+        yield s, url
+
+
+@pytest.fixture
+async def providers() -> AsyncIterator[Any]:
+    """What the scheduler measures checks with in tests: loopback allowed (the stub listens there)."""
+    from scheduler.providers import Providers
+
+    p = Providers(allow_loopback=True)
+    yield p
+    await p.aclose()

@@ -4,7 +4,6 @@ inputs refused. After every scheduler pass the current revision keeps its capaci
 
 import math
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,11 +23,10 @@ from store.models import (
     RouteStatus,
     RouteTrafficStatus,
 )
+from tests.analysis_helpers import Stub, spec
 from tests.graphql import data, error_code, gql
-from tests.live_server import serving
 from tests.scenario import Scenario, canary
 from tests.state import snapshot
-from tests.test_analysis import Stub, spec
 
 
 def weight(w: int) -> CanaryStep:
@@ -197,20 +195,6 @@ async def test_full_promotion_skips_the_remaining_steps_to_100_percent(
 
 
 # --- analysis ------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def stub() -> AsyncIterator[tuple[Stub, str]]:
-    s = Stub()
-    async with serving(s.app()) as url:
-        yield s, url
-
-
-@pytest.fixture
-async def providers() -> AsyncIterator[Providers]:
-    p = Providers(allow_loopback=True)
-    yield p
-    await p.aclose()
 
 
 async def test_a_failing_analysis_step_puts_100_percent_back_on_current_in_one_transaction(

@@ -20,9 +20,9 @@ from store.models import RouteStatus
 from switchover.app import create_app
 from switchover.settings import Settings
 from tests import debian
+from tests.analysis_helpers import Stub, checks_taken, first_deploy, green_healthy, spec
 from tests.live_server import serving
 from tests.scenario import Scenario, blue_green, canary
-from tests.test_analysis import Stub, checks_taken, first_deploy, green_healthy, spec
 from tests.test_canary import held, pause, weight
 from tests.tokens import SECRET, token
 

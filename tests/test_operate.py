@@ -124,8 +124,8 @@ def test_bad_usage_exits_with_2() -> None:
 
 async def test_status_shows_the_analysis_and_promote_can_skip_it(scenario: Scenario, api: str) -> None:
     from scheduler.providers import Providers
+    from tests.analysis_helpers import Stub, spec
     from tests.live_server import serving
-    from tests.test_analysis import Stub, spec
 
     stub, providers = Stub(), Providers(allow_loopback=True)
     async with serving(stub.app()) as metrics:

@@ -27,7 +27,7 @@ from scheduler.providers.prometheus import MAX_BYTES, escape, measure, render
 from switchover.settings import from_environment
 from tests.conftest import create_database, drop_database, url_of
 from tests.live_server import serving
-from tests.prometheus_helpers import free_port, running_prometheus
+from tests.prometheus_helpers import free_port, running_prometheus, stop
 
 PROJECT = "6f1c2a7e-0d4b-4f7e-9a51-3c0e8d2b9a10"
 SENTIMENT = Target(
@@ -88,12 +88,7 @@ def subgraph(template_database: str, tmp_path_factory: pytest.TempPathFactory) -
             assert httpx.post(f"{url}/graphql", json={"query": document}, timeout=10).status_code == status
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         drop_database(database)
 
 
