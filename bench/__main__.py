@@ -1,4 +1,4 @@
-"""The whole benchmark: `python -m bench [--load-seconds 60] [--quick] [--only api,scheduler,reaction,analysis,load]`.
+"""The whole benchmark: `python -m bench [--load-seconds 60] [--quick] [--only api,scheduler,...,shadow]`.
 
 bench/run.sh is the one command (it prepares the virtual environment first). Writes bench/results.json,
 bench/RESULTS.md and bench/profiles/*.txt.
@@ -12,15 +12,27 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import b_analysis, b_api, b_loadtest, b_reaction, b_scheduler, common, report
+from bench import (
+    b_analysis,
+    b_api,
+    b_loadtest,
+    b_proxy_machinery,
+    b_reaction,
+    b_scheduler,
+    b_shadow,
+    b_tracing,
+    common,
+    report,
+)
 
-SECTIONS = ("api", "scheduler", "reaction", "analysis", "load")
+SECTIONS = ("api", "scheduler", "reaction", "analysis", "load", "shadow", "proxy", "tracing")
 
 
 def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--load-seconds", type=float, default=60, help="duration of the load test (default 60)")
     parser.add_argument("--load-clients", type=int, default=50, help="concurrent clients of the load test")
+    parser.add_argument("--shadow-seconds", type=float, default=60, help="measured load of the shadow section (60)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for trying the bench out")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     args = parser.parse_args()
@@ -49,6 +61,8 @@ def options() -> argparse.Namespace:
         "analysis_runs": 1_000,
         "analysis_due": 40 if quick else 100,
         "proxy_requests": 500 if quick else 3_000,
+        # §10: requests of each kind to each of the four servers
+        "tracing_requests": 200 if quick else 1_000,
         # load test
         "load_deployments": 40 if quick else 120,
     }
@@ -56,6 +70,8 @@ def options() -> argparse.Namespace:
         setattr(args, key, value)
     if quick and args.load_seconds == 60:
         args.load_seconds = 10
+    if quick and args.shadow_seconds == 60:
+        args.shadow_seconds = 10
     args.sections = [s for s in args.only.split(",") if s]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -76,7 +92,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "scheduler": b_scheduler.run,
         "reaction": b_reaction.run,
         "analysis": b_analysis.run,
+        "proxy": b_proxy_machinery.run,
         "load": b_loadtest.run,
+        "shadow": b_shadow.run,
+        "tracing": b_tracing.run,
     }
     with common.RssSampler() as sampler:
         for section in args.sections:

@@ -56,12 +56,16 @@ async def drop_database(url: str) -> None:
 
 
 async def drop_leftover_databases() -> None:
-    """Databases of an earlier bench run that was interrupted."""
+    """Databases of an earlier bench run that was interrupted. One that has connections belongs to a bench run still
+    going (another section run side by side with `--only`): dropping it would break that run."""
     connection = await asyncpg.connect(SERVER_URL)
     try:
         names = [
             r[0]
-            for r in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'switchover_bench_%'")
+            for r in await connection.fetch(
+                """SELECT datname FROM pg_database d WHERE datname LIKE 'switchover_bench_%'
+                   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)"""
+            )
         ]
     finally:
         await connection.close()

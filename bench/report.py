@@ -123,7 +123,90 @@ def headline(r: dict[str, Any]) -> list[str]:
             f"each | {ms(on['median'])} vs {ms(off['median'])} = **{proxy['ratio_median']:.3f}×** "
             f"(CPU {proxy['cpu_ratio']:.2f}×) | ≤ 1.05× | {met(proxy['ratio_median'] <= 1.05)} |"
         )
+    if "shadow" in r:
+        rows += shadow_rows(r["shadow"])
+    if "tracing" in r:
+        rows += tracing_rows(r["tracing"])
+    if "proxy" in r:
+        rows += proxy_rows(r["proxy"])
     return [*rows, ""]
+
+
+def proxy_rows(x: dict[str, Any]) -> list[str]:
+    """§11: `switchover proxy` (and the machinery candidates) against calling the replica directly."""
+    added, first, large = x["added_median_ms"], x["added_first_event_ms"], x["large_answer"]
+    product = "switchover proxy"
+    others = ", ".join(f"{n} {v:.2f}" for n, v in sorted(added.items()) if n != product)
+    others_first = ", ".join(f"{n} {v:.2f}" for n, v in sorted(first.items()) if n != product)
+    growth = ", ".join(f"{n} {v['rss_growth_mib']:.1f}" for n, v in sorted(large.items()) if n not in (product, "mib")
+                       and n != "direct")  # fmt: skip
+    return [
+        f"| 11 | proxy, small JSON: added median latency over direct ({x['requests_each']:,} interleaved requests) | "
+        f"**{added[product]:.2f} ms** (direct {ms(x['small_json_ms']['direct']['median'])}; candidates: {others}) "
+        f"| ≤ 1 ms | {met(added[product] <= 1)} |",
+        f"| 11 | proxy, time to the first server-sent event, added over direct (median of "
+        f"{x['first_event_samples']}) | **{first[product]:.2f} ms** (candidates: {others_first}) | ≤ 2 ms | "
+        f"{met(first[product] <= 2)} |",
+        f"| 11 | proxy, RSS growth passing a {large['mib']:.0f} MiB answer | **{large[product]['rss_growth_mib']:.1f} "
+        f"MiB** at {large[product]['mib_per_second']:.0f} MiB/s (candidates, MiB: {growth}) | < 20 MiB | "
+        f"{met(large[product]['rss_growth_mib'] < 20)} |",
+    ]
+
+
+def tracing_rows(x: dict[str, Any]) -> list[str]:
+    """§10: a request's cost with tracing off (nothing wired in) and on, against a second untraced server."""
+    latency, ratio, cpu = x["latency_ms"], x["ratio_to_off"], x["cpu_ratio_to_off"]
+    n = f"{x['requests_per_kind']:,} interleaved requests each"
+    rows = [
+        f"| 10 | tracing off (no OTEL_*: nothing installed) — noise floor: a second such server vs the first, "
+        f"median read / write ({n}) | **{ratio['off_again']['read']:.2f}× / {ratio['off_again']['write']:.2f}×** "
+        f"(CPU {cpu['off_again']:.2f}×) | no cost: same code path | — |",
+    ]
+    for variant, what in (("on_unsampled", "tracing on, sampler always_off"), ("on", "tracing on, every request "
+                                                                                  "exported over OTLP")):
+        rows.append(
+            f"| 10 | {what} vs off, median read / write | {ms(latency[variant]['read']['median'])} / "
+            f"{ms(latency[variant]['write']['median'])} vs {ms(latency['off']['read']['median'])} / "
+            f"{ms(latency['off']['write']['median'])} = **{ratio[variant]['read']:.2f}× / "
+            f"{ratio[variant]['write']:.2f}×** (CPU {cpu[variant]:.2f}×) | — | — |"
+        )
+    return rows
+
+
+def cpu_note(x: dict[str, Any]) -> str:
+    cpu = x.get("cpu_ms_per_request")
+    if not cpu:
+        return ""
+    return f" (proxy CPU per request {cpu['same']:.2f} vs {cpu['off']:.2f} ms = {cpu['same'] / cpu['off']:.2f}×)"
+
+
+def shadow_rows(x: dict[str, Any]) -> list[str]:
+    """§9: the caller's latency through a proxy that mirrors every request, against one that mirrors nothing."""
+    latency, ratio, target, rss = x["latency_ms"], x["ratio"], x["targets"], x["rss_mib"]["never"]
+    off, same, never = latency["off"], latency["same"], latency["never"]
+    n = f"{off['n']:,} requests each, one at a time, {x['seconds']:.0f} s each in {x['block_seconds']:.0f}-s turns"
+    skipped = x["shadow_outcomes"]["never"].get("too_many_in_flight", 0)
+    return [
+        f"| 9 | shadow 100 % to a green as fast as blue vs no shadow, caller's median ({n}) | "
+        f"{ms(same['median'])} vs {ms(off['median'])} = **{ratio['same_median']:.2f}×**{cpu_note(x)} | "
+        f"≤ {target['same_median']}× | {met(ratio['same_median'] <= target['same_median'])} |",
+        f"| 9 | the same, caller's p99 | {ms(same['p99'])} vs {ms(off['p99'])} = **{ratio['same_p99']:.2f}×** | "
+        f"≤ {target['same_p99']}× | {met(ratio['same_p99'] <= target['same_p99'])} |",
+        f"| 9 | shadow 100 % to a green that never answers vs no shadow, caller's p99 | {ms(never['p99'])} vs "
+        f"{ms(off['p99'])} = **{ratio['never_p99']:.2f}×** (median {ratio['never_median']:.2f}×) | "
+        f"≤ {target['never_p99']}× | {met(ratio['never_p99'] <= target['never_p99'])} |",
+        f"| 9 | that proxy's RSS over its {x['seconds']:.0f} s of load (/proc, every 0.5 s; {skipped:,.0f} copies "
+        f"dropped past {x['proxy_settings']['shadow_max_in_flight']} in flight) | peak **{rss['peak_mib']:.0f} MiB** "
+        f"({rss['start_mib']:.0f} MiB at the start, {rss['end_mib']:.0f} at the end) | < {x['rss_limit_mib']} MiB | "
+        f"{met(rss['peak_mib'] < x['rss_limit_mib'])} |",
+        *(
+            [f"| 9 | noise floor: a second proxy without shadow vs the first, same requests | "
+             f"{ms(latency['control']['median'])} vs {ms(off['median'])} = **{ratio['control_median']:.2f}×** "
+             f"(p99 {ratio['control_p99']:.2f}×) | — | — |"]
+            if "control" in latency
+            else []
+        ),
+    ]
 
 
 METHOD = """## How each figure is measured
@@ -147,6 +230,24 @@ one at a time, and each floor's answer is checked equal to the product's before 
    hour) against 1,000 without, interleaved; due WEB checks against a stub that answers in 100 ms, with the
    scheduler's workers and with one; `switchover proxy` against the same proxy with `count=False`
    (bench/proxy_app.py), requests through both interleaved one at a time to the same replica processes.
+9. shadow traffic (bench/b_shadow.py): three deployments whose blue routes are the same replica process, each
+   behind a `switchover proxy` process of its own (default SWITCHOVER_SHADOW_* settings): one without a shadow spec,
+   one mirroring 100 % to a replica process of the same model (every copy must agree), one mirroring 100 % to a
+   green that accepts connections and never replies (bench/silent_green.py), and a second proxy without shadow in
+   front of the first deployment (the noise floor between two identical proxies). One load generator process sends
+   requests one at a time, to one proxy at a time in 2-s turns, 60 s for each (every answer must be blue's): what a
+   proxy does after answering (its copy) competes with its own next request. The bench samples each proxy's RSS
+   from /proc meanwhile.
+10. tracing (bench/b_tracing.py): four `switchover serve` processes on one database — two without any OTEL_*
+   variable (tracing off: no provider, nothing wrapped; their difference is the noise floor), one with an OTLP
+   endpoint and `OTEL_TRACES_SAMPLER=always_off`, one exporting every request to an OTLP sink in the bench — each
+   sent the same planned read (`deployment(id)`) and `addRevision`, one request to each in turn; each server's CPU
+   seconds over the measured requests.
+11. proxy machinery (bench/b_proxy_machinery.py): one replica process; three candidate pass-through proxies
+   (bench/proxy_candidates.py: aiohttp or httpx client, uvicorn with httptools + uvloop or h11 + asyncio) and
+   `switchover proxy` itself in front of it; small JSON POSTs one at a time to each in turn (and to the replica
+   directly), time to the first server-sent event the same way (each stream read to its end), then a 100 MiB answer
+   through each while the proxy's RSS is sampled every 5 ms.
 
 Per-section numbers (latency distributions, per-round throughput, statement counts) are in
 [results.json](results.json); profiles, summarised by component, in [profiles/](profiles/).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark, in one command: bench/run.sh [--load-seconds 60] [--quick] [--only api,scheduler,reaction,load]
+# The benchmark, in one command: bench/run.sh [--load-seconds 60] [--quick] [--only api,scheduler,reaction,load,shadow]
 # Uses (or creates) the project's virtual environment, installs bench/requirements.txt into it, then runs every
 # section against the PostgreSQL at 127.0.0.1:5432 (SWITCHOVER_BENCH_SERVER_URL to change) and writes
 # bench/RESULTS.md, bench/results.json and bench/profiles/.

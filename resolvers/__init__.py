@@ -4,12 +4,21 @@ from ariadne import EnumType, load_schema_from_path
 from ariadne.contrib.federation import make_federated_schema
 from graphql import GraphQLSchema
 
-from resolvers.entities import analysis_run_type, deployment_type, project_type, revision_type, route_type
+from resolvers.entities import (
+    analysis_run_type,
+    approval_type,
+    deployment_type,
+    project_type,
+    revision_type,
+    route_type,
+    shadow_stats_type,
+)
 from resolvers.limits import cap_entities
 from resolvers.mutation import mutation
 from resolvers.query import query
 from resolvers.scalars import datetime_scalar, json_scalar
 from resolvers.subscription import event_type, subscription
+from resolvers.webhooks import webhook_mutation, webhook_query
 from schema import SCHEMA_DIR
 from store import models
 
@@ -26,6 +35,7 @@ ENUMS = [
         models.AnalysisRunKind,
         models.AnalysisPhase,
         models.ShadowCompare,
+        models.WebhookDeliveryStatus,
     )
 ]
 
@@ -44,8 +54,12 @@ def make_schema(*, max_representations: int = 100) -> GraphQLSchema:
         route_type,
         project_type,
         analysis_run_type,
+        approval_type,
+        shadow_stats_type,
         subscription,
         event_type,
+        webhook_query,
+        webhook_mutation,
         datetime_scalar,
         json_scalar,
         *ENUMS,

@@ -12,15 +12,18 @@ from resolvers.connections import connection
 from resolvers.context import context
 from scheduler import deadlines
 from scheduler.diagnosis import WaitingFor, waiting_for
-from store import reads, traffic
+from store import governance, reads, traffic
 from store.analysis import analyses
 from store.models import (
+    UNGOVERNED,
     AnalysisRun,
     AnalysisRunKind,
+    Approval,
     CanaryStatus,
     Deployment,
     DeploymentLifecycle,
     DeploymentLifecycleSubStep,
+    FreezeWindow,
     Measurement,
     Page,
     Revision,
@@ -36,6 +39,8 @@ revision_type = FederatedObjectType("Revision")
 route_type = FederatedObjectType("Route")
 project_type = FederatedObjectType("Project")
 analysis_run_type = ObjectType("AnalysisRun")
+approval_type = ObjectType("Approval")
+shadow_stats_type = ObjectType("ShadowStats")
 
 
 @deployment_type.reference_resolver
@@ -85,11 +90,14 @@ async def resolve_waiting_for(deployment: Deployment, info: GraphQLResolveInfo) 
         return None
     ctx = context(info)
     routes = await ctx.load(reads.routes_of_deployments, deployment.id, statuses=None, traffic_status=None)
+    rules = UNGOVERNED
+    if deployment.lifecycle is DeploymentLifecycle.DEPLOYING:  # approvals and freezes hold only rollouts in flight
+        rules = await ctx.load(governance.of_deployments, deployment.id) or UNGOVERNED
     runs: dict[AnalysisRunKind, AnalysisRun] = {}
     if analyses(deployment):  # the newest runs of its current rollout epoch
         latest = await ctx.load(reads.latest_analysis_runs, deployment.id)
         runs = {AnalysisRunKind(k): r for k, r in (latest or {}).items()}
-    return waiting_for(deployment, routes, await ctx.now(), runs)
+    return waiting_for(deployment, routes, await ctx.now(), runs, rules)
 
 
 @deployment_type.field("canaryStatus")
@@ -109,7 +117,18 @@ def resolve_canary_status(deployment: Deployment, info: GraphQLResolveInfo) -> C
 async def resolve_shadow_stats(deployment: Deployment, info: GraphQLResolveInfo) -> ShadowStats | None:
     if deployment.deploying_revision_id is None:
         return None
-    return await traffic.shadow_stats(context(info).db, deployment.id, deployment.deploying_revision_id)
+    return await context(info).load(traffic.shadow_stats_of_deployments, deployment.id)
+
+
+@shadow_stats_type.field("intervals")
+async def resolve_shadow_intervals(
+    stats: traffic.RolloutShadowStats, info: GraphQLResolveInfo, seconds: int | None = None, step: int | None = None
+) -> list[traffic.ShadowInterval]:
+    length, slots = traffic.interval_slots(seconds, step)
+    found = await context(info).load(
+        traffic.shadow_intervals_of_deployments, stats.deployment_id, step=length, slots=slots
+    )
+    return found or []
 
 
 @deployment_type.field("nextActionAt")
@@ -196,3 +215,31 @@ async def resolve_project_deployments(
     if page is None:  # not a UUID: no deployment can belong to it
         return connection(Page([], has_next_page=False))
     return connection(page)
+
+
+# --- governance (SPEC §8) -------------------------------------------------------------------------------------------
+
+
+@deployment_type.field("approvals")
+async def resolve_approvals(deployment: Deployment, info: GraphQLResolveInfo) -> list[Approval]:
+    if deployment.lifecycle is not DeploymentLifecycle.DEPLOYING:
+        return []
+    return await context(info).load(governance.approvals_of_deployments, deployment.id) or []
+
+
+@deployment_type.field("activeFreezeWindow")
+async def resolve_active_freeze_window(deployment: Deployment, info: GraphQLResolveInfo) -> FreezeWindow | None:
+    rules = await context(info).load(governance.of_deployments, deployment.id)
+    return None if rules is None else rules.freeze
+
+
+@approval_type.field("revision")
+async def resolve_approval_revision(approval: Approval, info: GraphQLResolveInfo) -> Revision:
+    return await context(info).load(reads.revisions_by_ids, approval.revision_id)
+
+
+@project_type.field("freezeWindows")
+async def resolve_project_freeze_windows(project: dict[str, Any], info: GraphQLResolveInfo) -> list[FreezeWindow]:
+    ctx = context(info)
+    require_read(ctx.principal, canonical_id(project["id"]) or project["id"])
+    return await ctx.load(governance.freeze_windows_of_projects, project["id"]) or []

@@ -7,8 +7,9 @@ from graphql import GraphQLResolveInfo
 
 from resolvers import inputs
 from resolvers.auth import require_change
-from resolvers.context import context
-from store import deployments, rollouts, route_health
+from resolvers.context import Context, context
+from store import deployments, governance, rollouts, route_health
+from store.errors import Forbidden
 from store.models import Promotion
 from store.validation import parse_id
 
@@ -52,7 +53,12 @@ async def resolve_deploy_revision(_: None, info: GraphQLResolveInfo, input: dict
     ctx = context(info)
     await ctx.may_change(input["deployment_id"])
     deployment = await rollouts.deploy_revision(
-        ctx.db, input["deployment_id"], input["revision_id"], actor=ctx.actor, projects=ctx.readable_projects
+        ctx.db,
+        input["deployment_id"],
+        input["revision_id"],
+        actor=ctx.actor,
+        projects=ctx.readable_projects,
+        break_glass=break_glass(ctx, input),
     )
     return {"deployment": deployment}
 
@@ -70,6 +76,7 @@ async def resolve_promote_deployment(_: None, info: GraphQLResolveInfo, input: d
         dry_run=bool(input.get("dry_run")),
         skip_analysis=bool(input.get("skip_analysis")),
         full=bool(input.get("full")),
+        break_glass=break_glass(ctx, input),
     )
 
 
@@ -142,3 +149,59 @@ async def resolve_report_route_health(_: None, info: GraphQLResolveInfo, input: 
         projects=ctx.readable_projects,
     )
     return {"route": route}
+
+
+# --- governance (SPEC §8) -------------------------------------------------------------------------------------------
+
+
+def break_glass(ctx: Context, input: dict[str, Any]) -> str | None:
+    """The reason of a `breakGlass` given with a deploy or a promotion; only an admin may pass a freeze window."""
+    given = input.get("break_glass")
+    if given is None:
+        return None
+    if not ctx.principal.is_admin:
+        raise Forbidden(f"{ctx.principal.sub} may not break the glass of a freeze window: that takes the admin role")
+    return str(given["reason"])
+
+
+@mutation.field("approvePromotion")
+async def resolve_approve_promotion(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    await ctx.may_change(input["deployment_id"])  # operators of the project, and admins
+    deployment, approval = await governance.approve(
+        ctx.db,
+        input["deployment_id"],
+        input["revision_id"],
+        actor=ctx.actor,
+        comment=input.get("comment"),
+        projects=ctx.readable_projects,
+    )
+    return {"deployment": deployment, "approval": approval}
+
+
+@mutation.field("createFreezeWindow")
+async def resolve_create_freeze_window(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    project_id = parse_id(input["project_id"], "projectId")
+    require_change(ctx.principal, project_id)
+    window = await governance.create_freeze_window(
+        ctx.db,
+        project_id=project_id,
+        starts_at=input["starts_at"],
+        ends_at=input["ends_at"],
+        reason=input["reason"],
+        actor=ctx.actor,
+    )
+    return {"freeze_window": window}
+
+
+@mutation.field("deleteFreezeWindow")
+async def resolve_delete_freeze_window(_: None, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    ctx = context(info)
+    window = await ctx.load(governance.freeze_windows_by_ids, input["id"])
+    if window is not None and ctx.principal.can_read(window.project_id):  # else the store does not find it
+        require_change(ctx.principal, window.project_id)
+    deleted = await governance.delete_freeze_window(
+        ctx.db, input["id"], actor=ctx.actor, projects=ctx.readable_projects
+    )
+    return {"freeze_window": deleted}

@@ -112,7 +112,7 @@ def decide(deployment: Deployment, run: AnalysisRun, measured: Sequence[Taken]) 
 async def measure_all(db: Database, providers: Providers, due: DueCheck) -> list[Taken]:
     run = due.run
     target = Target(run.deployment_id, due.deployment_name, due.project_id, run.revision_id, due.revision_number,
-                    run.spec.interval_seconds)  # fmt: skip
+                    run.spec.interval_seconds, rollout_epoch=due.rollout_epoch)  # fmt: skip
 
     async def one(check: MetricCheck) -> Taken:
         try:

@@ -7,7 +7,9 @@ from datetime import datetime
 from scheduler.deadlines import auto_promotion_due, canary_pause_due, promotion_deadline, provisioning_deadline
 from scheduler.handlers import NO_RUNS, Runs, of_revision
 from store.analysis import WORDS
+from store.governance import describe_approvals, describe_freeze
 from store.models import (
+    UNGOVERNED,
     AnalysisPhase,
     AnalysisRun,
     AnalysisRunKind,
@@ -15,6 +17,7 @@ from store.models import (
     DeploymentLifecycle,
     DeploymentLifecycleSubStep,
     DeploymentStrategyType,
+    Governance,
     Route,
     canary_routes,
 )
@@ -44,14 +47,29 @@ def _analysis(run: AnalysisRun) -> WaitingFor:
                       f"taken, {run.failed} failed (at most {run.spec.failure_limit}){when}")  # fmt: skip
 
 
-def _canary(deployment: Deployment, routes: Sequence[Route], runs: Runs) -> WaitingFor:
+def _governance(rules: Governance, after: str) -> WaitingFor | None:
+    """What holds a promotion that is otherwise possible (SPEC §8): approvals first (they can be given during a
+    freeze), then a freeze window in force. `after` ends the sentence."""
+    if rules.missing_approvals:
+        return WaitingFor("APPROVALS", f"{describe_approvals(rules)} of the revision being deployed; promotion waits "
+                          f"for {rules.missing_approvals} more (approvePromotion){after}")  # fmt: skip
+    if rules.freeze is not None:
+        return WaitingFor("FREEZE_WINDOW", f"{describe_freeze(rules.freeze)}: promotion waits until it ends, unless "
+                          f"an admin breaks the glass{after}")  # fmt: skip
+    return None
+
+
+def _canary(deployment: Deployment, routes: Sequence[Route], runs: Runs, rules: Governance) -> WaitingFor:
     """A canary between its steps: what the step in progress waits for."""
     spec = deployment.strategy.canary_spec
     index, weight = deployment.canary_step_index or 0, deployment.canary_weight or 0
     where = f"step {index + 1} of {len(spec.steps)}" if index < len(spec.steps) else "final 100 % of a full promotion"
     step = spec.step(index)
     if deployment.sub_step is S_SUB.DEPLOYING_AWAITING_PROMOTION:
-        return WaitingFor("CANARY_PAUSE", f"paused at {weight} % ({where}) until promoteDeployment")
+        held = _governance(rules, f"; paused at {weight} % ({where})")
+        return held or WaitingFor("CANARY_PAUSE", f"paused at {weight} % ({where}) until promoteDeployment")
+    if rules.freeze is not None and index < len(spec.steps):  # as handlers.progress_canary holds it
+        return WaitingFor("FREEZE_WINDOW", f"held at {weight} % ({where}) by {describe_freeze(rules.freeze)}")
     if step.set_weight is not None:
         new = of_revision(routes, deployment.deploying_revision_id)
         healthy = sum(r.status is S.HEALTHY for r in new)
@@ -69,7 +87,7 @@ def _canary(deployment: Deployment, routes: Sequence[Route], runs: Runs) -> Wait
 
 
 def waiting_for(
-    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
 ) -> WaitingFor | None:
     running = [r for r in runs.values() if r.phase is AnalysisPhase.RUNNING]
     if deployment.lifecycle is DeploymentLifecycle.READY:
@@ -85,7 +103,7 @@ def waiting_for(
                           f"{len(new)} route(s) of the abandoned revision")  # fmt: skip
     canary = deployment.strategy.type is DeploymentStrategyType.CANARY
     if canary and deployment.sub_step is not S_SUB.DEPLOYING_PROVISIONING:
-        return _canary(deployment, routes, runs)
+        return _canary(deployment, routes, runs, rules)
     if canary and deployment.current_revision_id is not None:
         return WaitingFor("CANARY_STARTING", "the canary starts its first step on the scheduler's next pass")
     if deployment.sub_step is S_SUB.DEPLOYING_PROVISIONING:
@@ -105,6 +123,9 @@ def waiting_for(
                           f"promotion needs all of them; {timeout}")  # fmt: skip
     if running:
         return _analysis(running[0])
+    held = _governance(rules, f"; {timeout}")
+    if held is not None:
+        return held
     promote_at = auto_promotion_due(deployment)
     if promote_at is not None:
         if now < promote_at:

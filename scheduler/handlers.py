@@ -14,13 +14,16 @@ from scheduler.deadlines import (
     scale_downs,
 )
 from scheduler.decisions import Actions, CanaryMove, Decision, Outcome
+from store.governance import describe_approvals, describe_freeze
 from store.models import (
     LIVE_ROUTE_STATUSES,
+    UNGOVERNED,
     AnalysisPhase,
     AnalysisRun,
     AnalysisRunKind,
     Deployment,
     DeploymentStrategyType,
+    Governance,
     Route,
     RouteStatus,
     RouteTrafficStatus,
@@ -88,7 +91,7 @@ def earliest(*times: datetime | None) -> datetime | None:
 
 
 def provision_blue_green(
-    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
 ) -> Decision:
     """Start `replicas` green routes without traffic; succeed once all are HEALTHY."""
     timeout = deployment.strategy.provisioning_timeout_seconds
@@ -116,7 +119,9 @@ def provision_blue_green(
     return Decision(Outcome.WAIT, message, actions, recheck_at=earliest(deadline, next_drain))
 
 
-def await_promotion(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def await_promotion(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     """Promote a first deploy at once, or auto-promote after the delay; roll back after the promotion timeout.
     Meanwhile keep `replicas` green routes (replacing failed ones) and finish draining older blue routes."""
     spec = deployment.strategy.blue_green_spec
@@ -157,6 +162,14 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
             message = f"drained {len(due)} old route(s) after the scale-down delay" if due else "analysis running"
             return Decision(Outcome.WAIT, message, Actions(terminate=_ids(due)), recheck_at=min(future, default=None))
     promote_at = auto_promotion_due(deployment)
+    due_now = deployment.current_revision_id is None or (promote_at is not None and now >= promote_at)
+    held = governance_hold(rules) if all_healthy and due_now else None
+    if held is not None:  # an approval (an event) or the freeze window's end moves it on
+        message, until = held
+        future = [t for t in (until, timeout_at, next_drain) if t is not None and t > now]
+        if due:
+            message = f"drained {len(due)} old route(s) after the scale-down delay; {message}"
+        return Decision(Outcome.WAIT, message, Actions(terminate=_ids(due)), recheck_at=min(future, default=None))
     if all_healthy and deployment.current_revision_id is None:
         return Decision(Outcome.SUCCESS, "first deploy: nothing to switch from", Actions(promote=True))
     if all_healthy and promote_at is not None and now >= promote_at:
@@ -167,7 +180,19 @@ def await_promotion(deployment: Deployment, routes: Sequence[Route], now: dateti
     return Decision(Outcome.WAIT, message, Actions(terminate=_ids(due)), recheck_at=min(future, default=None))
 
 
-def roll_back(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def governance_hold(rules: Governance) -> tuple[str, datetime | None] | None:
+    """What holds an automatic promotion besides routes and analyses (SPEC §8), and until when (None: until an
+    event, an approval); None when nothing does."""
+    if rules.missing_approvals:
+        return f"promotion waits for {rules.missing_approvals} more approval(s): {describe_approvals(rules)}", None
+    if rules.freeze is not None:
+        return f"auto-promotion held by {describe_freeze(rules.freeze)}", rules.freeze.ends_at
+    return None
+
+
+def roll_back(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     """Stop every route of the abandoned revision. Blue-green: the old routes kept their traffic throughout.
     Rolling: roll back the same way forward, so that serving never drops below `replicas - maxUnavailable`."""
     if deployment.strategy.type is DeploymentStrategyType.ROLLING and deployment.current_revision_id is not None:
@@ -187,12 +212,16 @@ def roll_back(deployment: Deployment, routes: Sequence[Route], now: datetime, ru
     )
 
 
-def destroy(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def destroy(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     stopping = not_stopping(routes)
     return Decision(Outcome.SUCCESS, f"stopped {len(stopping)} route(s)", Actions(terminate=_ids(stopping)))
 
 
-def reconcile(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def reconcile(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     """READY: drain blue routes whose scale-down delay passed, keep `replicas` routes of the current revision,
     and share the traffic equally among those that serve. While a post-promotion analysis runs, the blue routes stay
     warm whatever their delay says; when it fails, the promotion is reverted."""
@@ -311,7 +340,9 @@ def rolling_step(deployment: Deployment, routes: Sequence[Route], target_revisio
     return Decision(Outcome.WAIT, summary if actions else f"waiting: {summary}", actions)
 
 
-def provision_rolling(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def provision_rolling(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     timeout = deployment.strategy.provisioning_timeout_seconds
     deadline = provisioning_deadline(deployment)
     if now >= deadline:
@@ -396,7 +427,9 @@ def _keep_weight(deployment: Deployment, routes: Sequence[Route], message: str, 
     return Decision(Outcome.WAIT, message, actions, recheck_at=recheck_at)
 
 
-def start_canary(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def start_canary(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     """A canary starts at its first step. A first deploy has nothing to shift from: `replicas` routes start and take
     all the traffic once all are HEALTHY (READY), within the provisioning timeout."""
     steps = len(deployment.strategy.canary_spec.steps)
@@ -413,7 +446,9 @@ def start_canary(deployment: Deployment, routes: Sequence[Route], now: datetime,
     )  # fmt: skip
 
 
-def progress_canary(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def progress_canary(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     """The step in progress: a weight once its routes are HEALTHY (all of them in one transaction, with the step's
     move), a timed pause once its seconds passed, an analysis once its run succeeded (a failure rolls back)."""
     failure = _canary_failure(deployment, routes, runs)
@@ -423,6 +458,10 @@ def progress_canary(deployment: Deployment, routes: Sequence[Route], now: dateti
     step = deployment.strategy.canary_spec.step(index)
     weight = deployment.canary_weight or 0
     where = _where(deployment)
+    # A freeze holds the steps forward; a full promotion (an admin broke the glass for it) still reaches 100 %.
+    if rules.freeze is not None and index < len(deployment.strategy.canary_spec.steps):
+        return _keep_weight(deployment, routes, f"held at {weight} % ({where}) by {describe_freeze(rules.freeze)}",
+                            rules.freeze.ends_at)  # fmt: skip
     if step.set_weight is not None:
         wanted = canary_routes(deployment.replicas, step.set_weight)
         deadline = provisioning_deadline(deployment)
@@ -467,7 +506,9 @@ def progress_canary(deployment: Deployment, routes: Sequence[Route], now: dateti
     return _keep_weight(deployment, routes, f"analysis running at {weight} % ({where})", None)  # its end wakes it
 
 
-def canary_pause(deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS) -> Decision:
+def canary_pause(
+    deployment: Deployment, routes: Sequence[Route], now: datetime, runs: Runs = NO_RUNS, rules: Governance = UNGOVERNED
+) -> Decision:
     """A pause without seconds: only `promoteDeployment` ends it (store/canary.py); meanwhile the weight holds,
     failed new routes are replaced and a failed background analysis rolls back."""
     failure = _canary_failure(deployment, routes, runs)

@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from databases import Database
+from opentelemetry.trace import Tracer
 
 from scheduler.probes import HealthChecker
 from scheduler.process_runtime import ProcessRuntime
 from scheduler.providers import Providers
 from scheduler.runner import run_once
 from store import notifications
+from switchover import tracing
 from switchover.settings import Settings
 
 log = logging.getLogger("switchover.scheduler")
@@ -37,6 +39,7 @@ async def run(
     stop: asyncio.Event,
     workers: int = 4,
     providers: Providers | None = None,
+    tracer: Tracer | None = None,
 ) -> None:
     """Run until `stop` is set; the step in progress always finishes (its transaction commits or rolls back)."""
     wake = asyncio.Event()
@@ -48,7 +51,7 @@ async def run(
                 if listener is None or listener.is_closed():
                     listener = await notifications.listen(url, lambda _: wake.set())
                 wake.clear()
-                await run_once(db, workers=workers, stop=stop, providers=providers)
+                await run_once(db, workers=workers, stop=stop, providers=providers, tracer=tracer)
                 failures = 0
             except Exception as exc:
                 # Any failed pass is retried after a pause: a scheduler that stopped scheduling but kept running
@@ -119,6 +122,7 @@ async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Even
             stop=stop,
             workers=settings.scheduler_workers,
             providers=providers,
+            tracer=tracing.tracer(tracing.configure("switchover-scheduler")),  # None unless OTEL_* turns it on
         ),
         every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
     ]

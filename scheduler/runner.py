@@ -7,8 +7,9 @@ import asyncio
 import logging
 
 from databases import Database
+from opentelemetry.trace import Tracer
 
-from scheduler import analysis
+from scheduler import analysis, webhooks
 from scheduler.decisions import Decision, Outcome
 from scheduler.providers import Providers
 from scheduler.table import IDLE, Transition, transition_for
@@ -16,6 +17,7 @@ from store import analysis as analysis_store
 from store import canary, deployment_state, history, rollouts, scheduling
 from store.errors import StoreError
 from store.models import AnalysisRunKind, Deployment, SchedulingResult
+from switchover.tracing import deployment_step
 
 log = logging.getLogger("switchover.scheduler")
 
@@ -29,14 +31,16 @@ async def run_once(
     workers: int = 1,
     stop: asyncio.Event | None = None,
     providers: Providers | None = None,
+    tracer: Tracer | None = None,
 ) -> int:
-    """Handle due deployments and due analysis checks until none is due (or `max_steps`, or `stop`); returns how
-    many steps ran.
+    """Handle due deployments, due analysis checks and due webhook deliveries until none is due (or `max_steps`, or
+    `stop`); returns how many steps ran.
 
     With several `workers`, steps run side by side on their own connections; `SKIP LOCKED` keeps them on different
     deployments (and checks). Each step runs in a task of its own: `databases` binds a connection to the task that
     used it, and a step that failed on a dead connection must not leave a long-lived task holding that connection.
-    Without `providers`, checks are measured with a client made for this pass (no Prometheus, no loopback URLs).
+    Without `providers`, checks are measured (and webhooks posted) with a client made for this pass (no Prometheus,
+    no loopback URLs). With a `tracer`, each claimed deployment's step is a span.
     """
     steps = 0
     own = providers is None
@@ -45,21 +49,29 @@ async def run_once(
     async def work() -> None:
         nonlocal steps
         while steps < max_steps and not (stop and stop.is_set()):
-            stepped = await asyncio.create_task(step(db))
+            stepped = await asyncio.create_task(step(db, tracer))
             checked = await asyncio.create_task(analysis.step(db, measuring))
             if not (stepped or checked):
                 return
             steps += stepped + checked
 
+    async def deliver() -> None:
+        # Beside the lifecycle work, not between its steps: a slow webhook receiver must not delay a rollout.
+        nonlocal steps
+        while steps < max_steps and not (stop and stop.is_set()):
+            if not await asyncio.create_task(webhooks.step(db, measuring)):
+                return
+            steps += 1
+
     try:
-        await asyncio.gather(*(work() for _ in range(workers)))
+        await asyncio.gather(*(work() for _ in range(workers)), *(deliver() for _ in range(workers)))
     finally:
         if own:
             await measuring.aclose()
     return steps
 
 
-async def step(db: Database) -> bool:
+async def step(db: Database, tracer: Tracer | None = None) -> bool:
     """Claim one due deployment, decide and apply in one transaction. False when nothing is due."""
     claimed: Deployment | None = None
     try:
@@ -68,14 +80,15 @@ async def step(db: Database) -> bool:
             if claim is None:
                 return False
             claimed = claim.deployment
-            transition = transition_for(claim.deployment)
-            if transition is None:
-                if (claim.deployment.lifecycle, claim.deployment.sub_step) not in IDLE:
-                    log.error("deployment %s is in a state without a handler", claim.deployment.id)
-                await scheduling.wait(db, claim.deployment, until=None)
-                return True
-            decision = transition.handler(claim.deployment, claim.routes, claim.now, claim.runs)
-            await apply(db, claim, transition, decision)
+            with deployment_step(tracer, claim.deployment):  # from the claim on: an idle poll makes no span
+                transition = transition_for(claim.deployment)
+                if transition is None:
+                    if (claim.deployment.lifecycle, claim.deployment.sub_step) not in IDLE:
+                        log.error("deployment %s is in a state without a handler", claim.deployment.id)
+                    await scheduling.wait(db, claim.deployment, until=None)
+                    return True
+                decision = transition.handler(claim.deployment, claim.routes, claim.now, claim.runs, claim.governance)
+                await apply(db, claim, transition, decision)
         return True
     except Exception as exc:
         if claimed is None:

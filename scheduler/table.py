@@ -15,11 +15,12 @@ from store.models import (
     DeploymentLifecycle,
     DeploymentLifecycleSubStep,
     DeploymentStrategyType,
+    Governance,
     Route,
 )
 from store.rollouts import PROMOTE, PROMOTED
 
-Handler = Callable[[Deployment, Sequence[Route], datetime, handlers.Runs], Decision]
+Handler = Callable[[Deployment, Sequence[Route], datetime, handlers.Runs, Governance], Decision]
 State = tuple[DeploymentLifecycle, DeploymentLifecycleSubStep | None]
 
 

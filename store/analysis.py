@@ -141,6 +141,7 @@ class DueCheck:
     project_id: str
     revision_number: int
     max_retries: int
+    rollout_epoch: int  # the rollout the run judges: what its checks read (shadow statistics are per rollout)
 
 
 async def claim_due(db: Database) -> DueCheck | None:
@@ -151,7 +152,7 @@ async def claim_due(db: Database) -> DueCheck | None:
         return None
     return DueCheck(
         records.analysis_run(row), row["deployment_name"], str(row["project_id"]), row["revision_number"],
-        row["max_retries"],
+        row["max_retries"], row["rollout_epoch"],
     )  # fmt: skip
 
 

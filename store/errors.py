@@ -46,3 +46,10 @@ class Forbidden(StoreError):
     """Valid credentials that do not allow this."""
 
     code = "FORBIDDEN"
+
+
+class Frozen(StoreError):
+    """A freeze window of the project is in force: deploys and promotions wait for its end (or an admin's
+    break-glass)."""
+
+    code = "FROZEN"

@@ -108,6 +108,8 @@ class MetricCheck:
     json_path: str | None = None
     min: float | None = None
     max: float | None = None
+    # BUILTIN only: fewer requests than this in a check's interval is not enough data, a check without a number.
+    min_requests: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class BlueGreenSpec:
     pre_promotion_analysis: AnalysisSpec | None = None
     post_promotion_analysis: AnalysisSpec | None = None
     shadow: ShadowSpec | None = None
+    required_approvals: int = 0  # distinct approvers of the rollout before promotion (SPEC §8)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ class CanarySpec:
     steps: tuple[CanaryStep, ...] = ()
     analysis: AnalysisSpec | None = None  # BACKGROUND: from the first step until the rollout ends
     scale_down_delay_seconds: int = 30
+    required_approvals: int = 0  # gates the pauses without seconds (SPEC §8)
 
     def step(self, index: int) -> CanaryStep:
         """The step at `index`; past the last one, the final 100 % (where a full promotion jumps)."""
@@ -381,3 +385,98 @@ class Page(Generic[T]):
 
     items: list[tuple[str, T]]
     has_next_page: bool
+
+
+# --- governance (SPEC §8) -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Approval:
+    """One person's approval of one revision in one rollout of a deployment."""
+
+    id: str
+    seq: int
+    deployment_id: str
+    revision_id: str
+    approver: str
+    comment: str | None
+    created_at: datetime
+
+
+@dataclass
+class FreezeWindow:
+    """A time range in which a project's deploys and promotions are refused and auto-promotion waits."""
+
+    id: str
+    seq: int
+    project_id: str
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Governance:
+    """What holds a promotion besides the routes and analyses: the approvals the rollout in flight has (and needs),
+    and the freeze window in force in its project, if any."""
+
+    required: int = 0
+    approvers: tuple[str, ...] = ()
+    freeze: FreezeWindow | None = None
+
+    @property
+    def missing_approvals(self) -> int:
+        return max(0, self.required - len(self.approvers))
+
+
+UNGOVERNED = Governance()
+
+
+# Every `phase` a history row can have (SPEC §8: what webhooks subscribe to). A new phase goes here too:
+# tests/test_webhooks.py checks the code writes no other.
+HISTORY_PHASES = frozenset({
+    "create", "add_revision", "deploy", "provision", "roll", "canary", "promote", "revert", "rollback",
+    "reconcile", "destroy", "scale", "strategy", "route_health", "analysis", "approve", "break_glass",
+})  # fmt: skip
+
+
+class WebhookDeliveryStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    DEAD = "DEAD"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A subscription of a project's deployment history; its secret stays in the store."""
+
+    id: str
+    seq: int
+    project_id: str
+    url: str
+    events: list[str]  # history phases; empty: all
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One history row for one webhook; its id is the `x-switchover-delivery` header, the same on every retry."""
+
+    id: str
+    seq: int
+    webhook_id: str
+    deployment_id: str
+    history_id: str
+    phase: str
+    status: WebhookDeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    last_status_code: int | None
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime

@@ -4,11 +4,13 @@
 INSERT INTO deployments (
     project_id, name, replicas, strategy_type, auto_promote, promote_delay_seconds, promotion_timeout_seconds,
     scale_down_delay_seconds, max_surge_count, max_surge_percent, max_unavailable_count, max_unavailable_percent,
-    provisioning_timeout_seconds, max_retries, pre_promotion_analysis, post_promotion_analysis, shadow
+    provisioning_timeout_seconds, max_retries, pre_promotion_analysis, post_promotion_analysis, shadow,
+    required_approvals
 ) VALUES (
     :project_id, :name, :replicas, :strategy_type, :auto_promote, :promote_delay_seconds, :promotion_timeout_seconds,
     :scale_down_delay_seconds, :max_surge_count, :max_surge_percent, :max_unavailable_count, :max_unavailable_percent,
-    :provisioning_timeout_seconds, :max_retries, :pre_promotion_analysis, :post_promotion_analysis, :shadow
+    :provisioning_timeout_seconds, :max_retries, :pre_promotion_analysis, :post_promotion_analysis, :shadow,
+    :required_approvals
 )
 RETURNING *
 
@@ -283,7 +285,7 @@ SET strategy_type = :strategy_type, auto_promote = :auto_promote, promote_delay_
     max_unavailable_count = :max_unavailable_count, max_unavailable_percent = :max_unavailable_percent,
     provisioning_timeout_seconds = :provisioning_timeout_seconds, max_retries = :max_retries,
     pre_promotion_analysis = :pre_promotion_analysis, post_promotion_analysis = :post_promotion_analysis,
-    shadow = :shadow, updated_at = now()
+    shadow = :shadow, required_approvals = :required_approvals, updated_at = now()
 WHERE id = :id
 RETURNING *
 
@@ -322,13 +324,15 @@ ORDER BY r.seq
 -- being deployed, for requests that ask for it (SPEC §6, Preview); their ratio is left to the proxy (equal shares).
 -- A preview row also carries the deployment's shadow spec when its green routes take a mirror of the traffic: a
 -- blue-green rollout with a shadow spec and a revision serving (SPEC §6, Shadow traffic; none on a first deploy).
+-- Every row carries the deployment's rollout epoch: what the proxy mirrors is counted for that rollout only.
 SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio,
-       r.revision_id, v.number AS revision_number, false AS preview, CAST(NULL AS jsonb) AS shadow
+       r.revision_id, v.number AS revision_number, false AS preview, CAST(NULL AS jsonb) AS shadow, d.rollout_epoch
 FROM deployments d JOIN routes r ON r.deployment_id = d.id JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE' AND r.endpoint_url IS NOT NULL
 UNION ALL
 SELECT d.name, d.id, r.id, r.endpoint_url, 1.0, r.revision_id, v.number, true,
-       CASE WHEN d.strategy_type = 'BLUE_GREEN' AND d.current_revision_id IS NOT NULL THEN d.shadow END
+       CASE WHEN d.strategy_type = 'BLUE_GREEN' AND d.current_revision_id IS NOT NULL THEN d.shadow END,
+       d.rollout_epoch
 FROM deployments d JOIN routes r ON r.deployment_id = d.id AND r.revision_id = d.deploying_revision_id
      JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle = 'DEPLOYING' AND r.status = 'HEALTHY' AND r.endpoint_url IS NOT NULL
@@ -549,43 +553,288 @@ WHERE deployment_id = :deployment_id AND traffic_status = 'ACTIVE' AND NOT (id =
 
 -- name: add_shadow_traffic
 INSERT INTO shadow_traffic AS t
-    (deployment_id, revision_id, interval_start, proxy_id, agreed, disagreed, green_errors)
-VALUES (:deployment_id, :revision_id, date_trunc('second', now()), :proxy_id, :agreed, :disagreed, :green_errors)
-ON CONFLICT (deployment_id, revision_id, interval_start, proxy_id) DO UPDATE
+    (deployment_id, revision_id, rollout_epoch, interval_start, proxy_id, agreed, disagreed, green_errors)
+VALUES (:deployment_id, :revision_id, :rollout_epoch, date_trunc('second', now()), :proxy_id, :agreed, :disagreed,
+        :green_errors)
+ON CONFLICT (deployment_id, revision_id, rollout_epoch, interval_start, proxy_id) DO UPDATE
 SET agreed = t.agreed + EXCLUDED.agreed,
     disagreed = t.disagreed + EXCLUDED.disagreed,
     green_errors = t.green_errors + EXCLUDED.green_errors
 
 -- name: add_shadow_sample
-INSERT INTO shadow_samples (deployment_id, revision_id, request, blue_answer, green_answer)
-VALUES (:deployment_id, :revision_id, :request, :blue_answer, :green_answer)
+INSERT INTO shadow_samples (deployment_id, revision_id, rollout_epoch, request, blue_answer, green_answer)
+VALUES (:deployment_id, :revision_id, :rollout_epoch, :request, :blue_answer, :green_answer)
 
 -- name: trim_shadow_samples
--- Only the newest :keep samples of a revision stay.
+-- Only the newest :keep samples of a rollout stay; those of the revision's earlier rollouts go (never read again).
 DELETE FROM shadow_samples
-WHERE deployment_id = :deployment_id AND revision_id = :revision_id AND seq NOT IN (
-    SELECT seq FROM shadow_samples
-    WHERE deployment_id = :deployment_id AND revision_id = :revision_id
-    ORDER BY seq DESC LIMIT :keep
-)
+WHERE deployment_id = :deployment_id AND revision_id = :revision_id AND (rollout_epoch < :rollout_epoch OR (
+    rollout_epoch = :rollout_epoch AND seq NOT IN (
+        SELECT seq FROM shadow_samples
+        WHERE deployment_id = :deployment_id AND revision_id = :revision_id AND rollout_epoch = :rollout_epoch
+        ORDER BY seq DESC LIMIT :keep
+    )
+))
 
 -- name: shadow_figures
--- A revision's mirrored requests summed over proxies, over the one-second intervals that ended within the last
--- `seconds` (and the one still open); all of them when it is NULL.
+-- A rollout's mirrored requests summed over proxies, over the one-second intervals that ended within the last
+-- `seconds` (and the one still open); all of them when it is NULL. No epoch given: the deployment's current one.
 SELECT CAST(coalesce(sum(agreed), 0) AS bigint) AS agreed,
        CAST(coalesce(sum(disagreed), 0) AS bigint) AS disagreed,
        CAST(coalesce(sum(green_errors), 0) AS bigint) AS green_errors
 FROM shadow_traffic
 WHERE deployment_id = :deployment_id AND revision_id = :revision_id
+  AND rollout_epoch = coalesce(CAST(:rollout_epoch AS bigint),
+                               (SELECT rollout_epoch FROM deployments WHERE id = :deployment_id))
   AND (CAST(:seconds AS double precision) IS NULL
        OR interval_start + interval '1 second' > now() - make_interval(secs => CAST(:seconds AS double precision)))
 
 -- name: shadow_samples_of_revision
--- Newest first.
+-- Newest first, of one rollout (no epoch given: the deployment's current one).
 SELECT request, blue_answer, green_answer FROM shadow_samples
 WHERE deployment_id = :deployment_id AND revision_id = :revision_id
+  AND rollout_epoch = coalesce(CAST(:rollout_epoch AS bigint),
+                               (SELECT rollout_epoch FROM deployments WHERE id = :deployment_id))
 ORDER BY seq DESC LIMIT :keep
+
+-- name: shadow_figures_of_deployments
+-- For `Deployment.shadowStats`, batched: each deployment's current rollout, if it deploys a revision, summed over
+-- proxies and intervals.
+SELECT d.id AS deployment_id, d.deploying_revision_id AS revision_id, d.rollout_epoch,
+       CAST(coalesce(sum(t.agreed), 0) AS bigint) AS agreed,
+       CAST(coalesce(sum(t.disagreed), 0) AS bigint) AS disagreed,
+       CAST(coalesce(sum(t.green_errors), 0) AS bigint) AS green_errors
+FROM deployments d
+LEFT JOIN shadow_traffic t
+       ON t.deployment_id = d.id AND t.revision_id = d.deploying_revision_id AND t.rollout_epoch = d.rollout_epoch
+WHERE d.id = ANY(CAST(:deployment_ids AS uuid[])) AND d.deploying_revision_id IS NOT NULL
+GROUP BY d.id
+
+-- name: shadow_samples_of_deployments
+-- The newest :keep samples of each deployment's current rollout, newest first.
+SELECT deployment_id, request, blue_answer, green_answer FROM (
+    SELECT s.*, row_number() OVER (PARTITION BY s.deployment_id ORDER BY s.seq DESC) AS n
+    FROM shadow_samples s JOIN deployments d
+      ON d.id = s.deployment_id AND s.revision_id = d.deploying_revision_id AND s.rollout_epoch = d.rollout_epoch
+    WHERE d.id = ANY(CAST(:deployment_ids AS uuid[]))
+) newest
+WHERE n <= :keep
+ORDER BY deployment_id, seq DESC
+
+-- name: shadow_intervals_of_deployments
+-- Agreement over time (the dashboard's): each deployment's current rollout summed over proxies in :slots intervals of
+-- :step seconds of the database's clock, aligned on multiples of :step, the last one still open; oldest first, empty
+-- intervals included (zeros).
+WITH slots AS (
+    SELECT to_timestamp(floor(CAST(extract(epoch FROM now()) AS double precision) / :step) * :step
+                        - CAST(:step AS double precision) * n) AS start
+    FROM generate_series(0, CAST(:slots AS integer) - 1) AS n
+)
+SELECT d.id AS deployment_id, s.start,
+       CAST(coalesce(sum(t.agreed), 0) AS bigint) AS agreed,
+       CAST(coalesce(sum(t.disagreed), 0) AS bigint) AS disagreed,
+       CAST(coalesce(sum(t.green_errors), 0) AS bigint) AS green_errors
+FROM deployments d CROSS JOIN slots s
+LEFT JOIN shadow_traffic t
+       ON t.deployment_id = d.id AND t.revision_id = d.deploying_revision_id AND t.rollout_epoch = d.rollout_epoch
+      AND t.interval_start >= s.start AND t.interval_start < s.start + make_interval(secs => :step)
+WHERE d.id = ANY(CAST(:deployment_ids AS uuid[])) AND d.deploying_revision_id IS NOT NULL
+GROUP BY d.id, s.start
+ORDER BY d.id, s.start
 
 -- name: has_serving_revision
 -- Whether a deployment has a revision serving (a blue, for shadow traffic to mirror from).
 SELECT current_revision_id IS NOT NULL FROM deployments WHERE id = :deployment_id
+
+-- ---------------------------------------------------------------------------------------------------------------
+-- `switchover haproxy` (SPEC §7): what HAProxy's backends should hold.
+-- ---------------------------------------------------------------------------------------------------------------
+
+-- name: haproxy_servers
+-- One row per server HAProxy should have: every route of a live deployment with an endpoint that is running or
+-- takes traffic (INACTIVE ones too, at weight 0, until they stop), and, as `preview` rows, the HEALTHY routes of
+-- the revision being deployed (the preview backend's, equal weights). `active`: the route takes traffic, exactly
+-- as the proxy's `traffic_table` decides. Oldest deployment first: when two projects use one name, it owns it.
+-- :deployment_ids NULL: every backend; else only the backends named like those deployments (a NOTIFY's).
+WITH names AS (
+    SELECT DISTINCT name FROM deployments
+    WHERE CAST(:deployment_ids AS uuid[]) IS NULL OR id = ANY(CAST(:deployment_ids AS uuid[]))
+)
+SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio,
+       d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE' AS active, false AS preview,
+       d.created_at
+FROM deployments d JOIN routes r ON r.deployment_id = d.id
+WHERE d.lifecycle <> 'DESTROYED' AND r.endpoint_url IS NOT NULL AND d.name IN (SELECT name FROM names)
+  AND (r.status IN ('PROVISIONING', 'HEALTHY', 'UNHEALTHY', 'DEGRADED')
+       OR (d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE'))
+UNION ALL
+SELECT d.name, d.id, r.id, r.endpoint_url, 1.0, true, true, d.created_at
+FROM deployments d JOIN routes r ON r.deployment_id = d.id AND r.revision_id = d.deploying_revision_id
+WHERE d.lifecycle = 'DEPLOYING' AND r.status = 'HEALTHY' AND r.endpoint_url IS NOT NULL
+  AND d.name IN (SELECT name FROM names)
+ORDER BY 8, 2, 7, 3
+
+-- Webhooks (SPEC §8): subscriptions of a project's deployment history, and their deliveries, an outbox that a
+-- trigger on deployment_history fills in the history row's own transaction (migration 0009). Only the delivery claim
+-- reads a webhook's secret.
+
+-- name: create_webhook
+INSERT INTO webhooks (project_id, url, events, secret, created_by)
+VALUES (:project_id, :url, CAST(:events AS text[]), :secret, :actor)
+RETURNING id, seq, project_id, url, events, created_by, created_at, updated_at
+
+-- name: webhooks_by_ids
+SELECT id, seq, project_id, url, events, created_by, created_at, updated_at
+FROM webhooks WHERE id = ANY(CAST(:ids AS uuid[])) AND deleted_at IS NULL
+
+-- name: webhooks_of_project
+SELECT id, seq, project_id, url, events, created_by, created_at, updated_at
+FROM webhooks WHERE project_id = :project_id AND deleted_at IS NULL
+ORDER BY seq
+
+-- name: delete_webhook
+UPDATE webhooks SET deleted_at = now(), updated_at = now()
+WHERE id = :id AND deleted_at IS NULL
+RETURNING id, seq, project_id, url, events, created_by, created_at, updated_at
+
+-- name: abandon_webhook_deliveries
+-- A deleted webhook sends nothing more: what it still had to send is dead, with the reason.
+UPDATE webhook_deliveries
+SET status = 'DEAD', next_attempt_at = NULL, last_error = 'the webhook was deleted', updated_at = now()
+WHERE webhook_id = :webhook_id AND status = 'PENDING'
+
+-- name: list_deliveries_of_webhook
+-- Newest first: the cursor is the `seq` below which the page starts.
+SELECT * FROM webhook_deliveries
+WHERE webhook_id = :webhook_id AND seq < :before_seq
+ORDER BY seq DESC
+LIMIT :limit
+
+-- name: lock_webhook_delivery
+-- A delivery of a live webhook, with the webhook's project (who may act on it).
+SELECT q.*, w.project_id FROM webhook_deliveries q JOIN webhooks w ON w.id = q.webhook_id
+WHERE q.id = :id AND w.deleted_at IS NULL
+FOR UPDATE OF q
+
+-- name: redeliver_webhook_delivery
+-- A dead delivery goes back to the queue with its own id and a fresh count of attempts; being the oldest pending
+-- row of its deployment again, it goes out before the rows behind it.
+UPDATE webhook_deliveries
+SET status = 'PENDING', attempts = 0, next_attempt_at = now(), updated_at = now()
+WHERE id = :id AND status = 'DEAD'
+RETURNING *
+
+-- name: claim_due_webhook_delivery
+-- One due delivery, leased like an analysis check: attempts + 1 and next_attempt_at past the lease, so that no
+-- other scheduler takes it while this one posts it, outside any transaction; a scheduler that dies meanwhile leaves
+-- it to the next once the lease ends (at least once). Only the oldest pending row of a webhook and deployment may
+-- go: a failing one holds back those behind it, for that deployment only.
+UPDATE webhook_deliveries q
+SET attempts = q.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease_seconds), updated_at = now()
+FROM webhooks w
+WHERE q.id = (
+    SELECT p.id FROM webhook_deliveries p
+    WHERE p.status = 'PENDING' AND p.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries e
+          WHERE e.webhook_id = p.webhook_id AND e.deployment_id = p.deployment_id AND e.status = 'PENDING'
+            AND e.history_seq < p.history_seq
+      )
+      AND EXISTS (SELECT 1 FROM webhooks l WHERE l.id = p.webhook_id AND l.deleted_at IS NULL)
+    ORDER BY p.next_attempt_at, p.seq
+    LIMIT 1
+    FOR UPDATE OF p SKIP LOCKED
+)
+  AND w.id = q.webhook_id
+RETURNING q.id, q.webhook_id, q.deployment_id, q.attempts, q.next_attempt_at, q.payload, w.url, w.secret
+
+-- name: record_webhook_attempt
+-- Only under the lease this scheduler took: after it ran out, the delivery belongs to whoever claimed it next.
+UPDATE webhook_deliveries
+SET status = :status, last_error = :last_error, last_status_code = :status_code,
+    next_attempt_at = CASE WHEN :status = 'PENDING' THEN now() + make_interval(secs => :retry_in_seconds) END,
+    delivered_at = CASE WHEN :status = 'DELIVERED' THEN now() END,
+    updated_at = now()
+WHERE id = :id AND status = 'PENDING' AND next_attempt_at = :lease_until
+RETURNING id
+
+-- Governance (SPEC §8): approvals of the rollout in flight, and freeze windows. An approval belongs to the revision
+-- and the rollout epoch (0005) it was given in: a later deploy starts a new epoch, and approvals of earlier ones
+-- never count again.
+
+-- name: governance_of_deployments
+-- What holds each deployment's promotion besides routes and analyses: the approvals its rollout needs and has
+-- (approvers in the order they approved), and the freeze window of its project in force now (the one ending last).
+SELECT d.id,
+       CASE d.strategy_type
+           WHEN 'BLUE_GREEN' THEN d.required_approvals
+           WHEN 'CANARY' THEN coalesce(CAST(d.canary ->> 'required_approvals' AS integer), 0)
+           ELSE 0
+       END AS required,
+       ARRAY(
+           SELECT a.approver FROM approvals a
+           WHERE a.deployment_id = d.id AND a.revision_id = d.deploying_revision_id
+             AND a.rollout_epoch = d.rollout_epoch
+           ORDER BY a.seq
+       ) AS approvers,
+       f.id AS freeze_id, f.seq AS freeze_seq, f.project_id AS freeze_project_id, f.starts_at AS freeze_starts_at,
+       f.ends_at AS freeze_ends_at, f.reason AS freeze_reason, f.created_by AS freeze_created_by,
+       f.created_at AS freeze_created_at
+FROM deployments d
+LEFT JOIN LATERAL (
+    SELECT * FROM freeze_windows w
+    WHERE w.project_id = d.project_id AND w.deleted_at IS NULL AND w.starts_at <= now() AND w.ends_at > now()
+    ORDER BY w.ends_at DESC
+    LIMIT 1
+) f ON true
+WHERE d.id = ANY(CAST(:ids AS uuid[]))
+
+-- name: insert_approval
+-- Nothing when this person already approved this rollout: approving twice counts once.
+INSERT INTO approvals (deployment_id, revision_id, rollout_epoch, approver, comment)
+SELECT d.id, d.deploying_revision_id, d.rollout_epoch, :approver, :comment
+FROM deployments d WHERE d.id = :deployment_id AND d.deploying_revision_id = :revision_id
+ON CONFLICT ON CONSTRAINT one_approval_per_person_and_rollout DO NOTHING
+RETURNING *
+
+-- name: approval_of_rollout
+SELECT a.* FROM approvals a JOIN deployments d ON d.id = a.deployment_id
+WHERE a.deployment_id = :deployment_id AND a.revision_id = d.deploying_revision_id
+  AND a.rollout_epoch = d.rollout_epoch AND a.approver = :approver
+
+-- name: approvals_of_rollouts
+-- The approvals of each deployment's rollout in flight, oldest first (none when nothing is being deployed).
+SELECT a.* FROM approvals a JOIN deployments d ON d.id = a.deployment_id
+WHERE a.deployment_id = ANY(CAST(:ids AS uuid[])) AND a.revision_id = d.deploying_revision_id
+  AND a.rollout_epoch = d.rollout_epoch
+ORDER BY a.deployment_id, a.seq
+
+-- name: insert_freeze_window
+INSERT INTO freeze_windows (project_id, starts_at, ends_at, reason, created_by)
+VALUES (:project_id, :starts_at, :ends_at, :reason, :created_by)
+RETURNING *
+
+-- name: freeze_windows_by_ids
+SELECT * FROM freeze_windows WHERE id = ANY(CAST(:ids AS uuid[])) AND deleted_at IS NULL
+
+-- name: freeze_windows_of_projects
+-- Windows that have not ended yet, soonest first.
+SELECT * FROM freeze_windows
+WHERE project_id = ANY(CAST(:project_ids AS uuid[])) AND deleted_at IS NULL AND ends_at > now()
+ORDER BY project_id, starts_at, seq
+
+-- name: delete_freeze_window
+-- Kept, marked deleted, for the record. With :projects, a window of another project is not found.
+UPDATE freeze_windows SET deleted_at = now(), deleted_by = :actor
+WHERE id = :id AND deleted_at IS NULL
+  AND (CAST(:projects AS uuid[]) IS NULL OR project_id = ANY(CAST(:projects AS uuid[])))
+RETURNING *
+
+-- name: wake_rollouts_of_project
+-- A freeze window was deleted: rollouts it held look again now instead of at its end.
+WITH woken AS (
+    UPDATE deployments SET next_check_at = now()
+    WHERE project_id = :project_id AND lifecycle = 'DEPLOYING'
+    RETURNING id
+)
+SELECT pg_notify('switchover_deployments', CAST(id AS text)) FROM woken  -- store.notifications.CHANNEL

@@ -75,6 +75,7 @@ def canary_spec_json(spec: CanarySpec) -> dict[str, Any]:
         ],
         "analysis": analysis_spec_json(spec.analysis),
         "scale_down_delay_seconds": spec.scale_down_delay_seconds,
+        "required_approvals": spec.required_approvals,
     }
 
 
@@ -89,7 +90,9 @@ def canary_spec(value: Mapping[str, Any] | None) -> CanarySpec:
         )
         for step in value["steps"]
     )
-    return CanarySpec(steps, analysis_spec(value["analysis"]), value["scale_down_delay_seconds"])
+    # Specs written before approvals existed (migration 0008) need none.
+    return CanarySpec(steps, analysis_spec(value["analysis"]), value["scale_down_delay_seconds"],
+                      value.get("required_approvals", 0))  # fmt: skip
 
 
 def shadow_spec_json(spec: ShadowSpec | None) -> dict[str, Any] | None:
@@ -128,6 +131,7 @@ def strategy_values(strategy: Strategy) -> dict[str, Any]:
         "max_unavailable_percent": rolling.max_unavailable.percent,
         "provisioning_timeout_seconds": strategy.provisioning_timeout_seconds,
         "max_retries": strategy.max_retries,
+        "required_approvals": bg.required_approvals,
     }
 
 
@@ -150,6 +154,7 @@ def deployment(row: Row) -> Deployment:
                 pre_promotion_analysis=analysis_spec(row["pre_promotion_analysis"]),
                 post_promotion_analysis=analysis_spec(row["post_promotion_analysis"]),
                 shadow=shadow_spec(row["shadow"]),
+                required_approvals=row["required_approvals"],
             ),
             rolling_update_spec=RollingUpdateSpec(
                 max_surge=IntOrPercent(row["max_surge_count"], row["max_surge_percent"]),

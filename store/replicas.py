@@ -66,6 +66,8 @@ class Destination:
     deployment_id: str
     revision_id: str
     revision_number: int
+    # The deployment's rollout when the table was read: mirrored requests count for that rollout only (SPEC §6).
+    rollout_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,46 @@ async def traffic_table(db: Database) -> RoutingTable:
             deployment_id=str(row["deployment_id"]),
             revision_id=str(row["revision_id"]),
             revision_number=row["revision_number"],
+            rollout_epoch=row["rollout_epoch"],
         )
         (table.preview if row["preview"] else table.traffic).setdefault(row["name"], []).append(destination)
         shadow = records.shadow_spec(row["shadow"])
         if shadow is not None:
             table.shadow[row["name"]] = shadow
     return table
+
+
+@dataclass(frozen=True)
+class BackendServer:
+    """A route HAProxy should have as a server (`switchover haproxy`, SPEC §7): in its deployment's backend, or, when
+    `preview`, in its preview backend."""
+
+    deployment_name: str
+    deployment_id: str
+    route_id: str
+    endpoint_url: str
+    active: bool  # takes traffic: weight from `traffic_ratio`; otherwise weight 0 until the route stops
+    traffic_ratio: float
+    preview: bool
+
+
+async def haproxy_servers(db: Database, deployment_ids: list[str] | None = None) -> list[BackendServer]:
+    """Every backend's servers, or (`deployment_ids`) those of the backends named like these deployments."""
+    servers: list[BackendServer] = []
+    owners: dict[str, Any] = {}
+    for row in await db.fetch_all(QUERIES["haproxy_servers"], {"deployment_ids": deployment_ids}):
+        # Names are unique per project only: the oldest live deployment of a name owns its backend.
+        if owners.setdefault(row["name"], row["deployment_id"]) != row["deployment_id"]:
+            continue
+        servers.append(
+            BackendServer(
+                deployment_name=row["name"],
+                deployment_id=str(row["deployment_id"]),
+                route_id=str(row["route_id"]),
+                endpoint_url=row["endpoint_url"],
+                active=row["active"],
+                traffic_ratio=row["traffic_ratio"],
+                preview=row["preview"],
+            )
+        )
+    return servers

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from databases import Database
 
-from store import analysis, canary, history, records, validation
+from store import analysis, canary, governance, history, records, validation
 from store.deployment_state import (
     AWAITING_PROMOTION,
     DEPLOYING,
@@ -40,8 +40,16 @@ from store.queries import QUERIES
 
 
 async def deploy_revision(
-    db: Database, deployment_id: str, revision_id: str, *, actor: str, projects: Projects = None
+    db: Database,
+    deployment_id: str,
+    revision_id: str,
+    *,
+    actor: str,
+    projects: Projects = None,
+    break_glass: str | None = None,
 ) -> Deployment:
+    """Start a rollout. Refused (FROZEN) while a freeze window of the project is in force, unless `break_glass`
+    (an admin's reason, recorded in history)."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     revision_id = validation.parse_id(revision_id, "revisionId")
     async with db.transaction():
@@ -53,6 +61,9 @@ async def deploy_revision(
         revision: Revision = records.revision(row)
         if revision.id == deployment.current_revision_id:
             raise InvalidState(f"revision {revision.number} is already serving {deployment.name}; nothing to deploy")
+        await governance.pass_freeze(db, deployment, await governance.of_deployment(db, deployment),
+                                     to=f"deploy revision {revision.number}", actor=actor,
+                                     break_glass=break_glass)  # fmt: skip
         updated_row = await db.fetch_one(QUERIES["start_rollout"], {"id": deployment.id, "revision_id": revision.id})
         assert updated_row is not None
         updated = records.deployment(updated_row)
@@ -85,10 +96,13 @@ async def promote(
     skip_analysis: bool = False,
     full: bool = False,
     projects: Projects = None,
+    break_glass: str | None = None,
 ) -> Promotion:
     """Switch all traffic to the green routes (SPEC §3 rules 3–5). A dry run checks and reports, writing nothing.
     With a pre-promotion analysis, only once it succeeded, unless `skip_analysis` (recorded in history).
-    A canary resumes from its pause instead, or with `full` skips its remaining steps (store/canary.py)."""
+    A canary resumes from its pause instead, or with `full` skips its remaining steps (store/canary.py).
+    Governance (SPEC §8): refused (FROZEN) during a freeze window unless `break_glass`, and (INVALID_STATE) until the
+    rollout has its required approvals."""
     deployment_id = validation.parse_id(deployment_id, "deploymentId")
     if expected_revision_id is not None:
         expected_revision_id = validation.parse_id(expected_revision_id, "expectedRevisionId")
@@ -96,9 +110,18 @@ async def promote(
         deployment = await lock_deployment(db, deployment_id, projects=projects)
         routes = await lock_routes(db, deployment.id)
         if deployment.strategy.type is DeploymentStrategyType.CANARY:
+            if deployment.lifecycle is DEPLOYING:  # else resume says what state it would need
+                rules = await governance.of_deployment(db, deployment)
+                await governance.pass_freeze(db, deployment, rules, to="promote", actor=actor,
+                                             break_glass=break_glass, record=not dry_run)  # fmt: skip
+                governance.check_approvals(deployment, rules)
             return await canary.resume(db, deployment, routes, full=full, actor=actor,
                                        expected_revision_id=expected_revision_id, dry_run=dry_run)  # fmt: skip
         promoted, drained = check_promotion(deployment, routes, expected_revision_id=expected_revision_id)
+        rules = await governance.of_deployment(db, deployment)
+        await governance.pass_freeze(db, deployment, rules, to="promote", actor=actor, break_glass=break_glass,
+                                     record=not dry_run)  # fmt: skip
+        governance.check_approvals(deployment, rules)
         pending = await pending_analysis(db, deployment)
         if pending is not None and not skip_analysis:
             raise InvalidState(

@@ -6,8 +6,17 @@ from typing import Any
 
 from databases import Database
 
-from store import analysis, deployment_state, history, records
-from store.models import AnalysisRun, AnalysisRunKind, Deployment, Route, SchedulingResult
+from store import analysis, deployment_state, governance, history, records
+from store.models import (
+    UNGOVERNED,
+    AnalysisRun,
+    AnalysisRunKind,
+    Deployment,
+    DeploymentLifecycleSubStep,
+    Governance,
+    Route,
+    SchedulingResult,
+)
 from store.queries import QUERIES
 
 
@@ -18,13 +27,24 @@ class Claim:
     now: datetime
     # The newest analysis run of each kind of the revision a run would judge (read only when the strategy has one).
     runs: dict[AnalysisRunKind, AnalysisRun] = field(default_factory=dict)
+    # Approvals and the freeze window in force (SPEC §8); read only in the states they can hold (GOVERNED).
+    governance: Governance = UNGOVERNED
+
+
+# Where governance holds a rollout: awaiting promotion, and a canary stepping forward.
+GOVERNED = frozenset(
+    {DeploymentLifecycleSubStep.DEPLOYING_AWAITING_PROMOTION, DeploymentLifecycleSubStep.DEPLOYING_PROGRESSING}
+)
 
 
 async def _claim(db: Database, row: Any) -> Claim:
     deployment = records.deployment(row)
     routes = await deployment_state.lock_routes(db, deployment.id)
     runs = await analysis.runs_of_rollout(db, deployment)
-    return Claim(deployment, routes, row["database_now"], runs)
+    rules = UNGOVERNED
+    if deployment.sub_step in GOVERNED:
+        rules = await governance.of_deployment(db, deployment)
+    return Claim(deployment, routes, row["database_now"], runs, rules)
 
 
 async def claim_due(db: Database) -> Claim | None:

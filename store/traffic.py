@@ -13,19 +13,24 @@ was (`outcome`) before adding those counts again, so that a retried flush neithe
 """
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from databases import Database
 
+from store.errors import BadUserInput
 from store.models import ShadowSample, ShadowStats
 from store.queries import QUERIES
+from store.validation import canonical_id, check_range
 
 # Upper bounds (ms) of the duration buckets: model-serving answers, from a cached few milliseconds to a slow
 # generation of tens of seconds.
 BUCKET_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
 
-RevisionKey = tuple[str, str]  # (deployment id, revision id)
+# (deployment id, revision id, rollout epoch): shadow counts belong to one rollout of the revision (SPEC §6: "a new
+# deploy starts from zero"); proxy_traffic rows do not care about the epoch.
+RevisionKey = tuple[str, str, int]
 
 
 def empty_buckets() -> list[int]:
@@ -108,7 +113,7 @@ async def record(db: Database, *, proxy_id: str, batch: Mapping[RevisionKey, Cou
     try:
         async with db.transaction():
             xid = await db.fetch_val(QUERIES["current_transaction_id"])
-            for (deployment_id, revision_id), counts in batch.items():
+            for (deployment_id, revision_id, rollout_epoch), counts in batch.items():
                 if counts.requests or not counts.shadow.requests:
                     await db.execute(
                         QUERIES["add_proxy_traffic"],
@@ -122,7 +127,9 @@ async def record(db: Database, *, proxy_id: str, batch: Mapping[RevisionKey, Cou
                         },
                     )
                 if counts.shadow.requests:
-                    await record_shadow(db, deployment_id, revision_id, proxy_id=proxy_id, counts=counts.shadow)
+                    await record_shadow(
+                        db, deployment_id, revision_id, rollout_epoch, proxy_id=proxy_id, counts=counts.shadow
+                    )
     except Exception as exc:
         if xid is None:
             raise
@@ -132,10 +139,11 @@ async def record(db: Database, *, proxy_id: str, batch: Mapping[RevisionKey, Cou
 
 
 async def record_shadow(
-    db: Database, deployment_id: str, revision_id: str, *, proxy_id: str, counts: ShadowCounts
+    db: Database, deployment_id: str, revision_id: str, rollout_epoch: int, *, proxy_id: str, counts: ShadowCounts
 ) -> None:
-    """Inside `record`'s transaction: add mirrored counts and samples; only the newest SAMPLES_KEPT samples stay."""
-    keys = {"deployment_id": deployment_id, "revision_id": revision_id}
+    """Inside `record`'s transaction: add mirrored counts and samples of one rollout; only the newest SAMPLES_KEPT
+    samples of that rollout stay (and none of the revision's earlier ones)."""
+    keys = {"deployment_id": deployment_id, "revision_id": revision_id, "rollout_epoch": rollout_epoch}
     await db.execute(
         QUERIES["add_shadow_traffic"],
         {**keys, "proxy_id": proxy_id, "agreed": counts.agreed, "disagreed": counts.disagreed,
@@ -177,25 +185,29 @@ async def revision_figures(db: Database, deployment_id: str, revision_id: str, *
 
 
 async def shadow_figures(
-    db: Database, deployment_id: str, revision_id: str, *, seconds: int | None = None
+    db: Database, deployment_id: str, revision_id: str, *, seconds: int | None = None, rollout_epoch: int | None = None
 ) -> ShadowCounts:
-    """A revision's mirrored requests summed over proxies: over the one-second intervals that ended within the last
-    `seconds` (and the one still open), or all of them (None); without samples."""
+    """One rollout's mirrored requests to a revision summed over proxies: over the one-second intervals that ended
+    within the last `seconds` (and the one still open), or all of them (None); without samples. `rollout_epoch`
+    None: the deployment's current rollout."""
     row = await db.fetch_one(
         QUERIES["shadow_figures"],
-        {"deployment_id": deployment_id, "revision_id": revision_id,
+        {"deployment_id": deployment_id, "revision_id": revision_id, "rollout_epoch": rollout_epoch,
          "seconds": None if seconds is None else float(seconds)},
     )  # fmt: skip
     assert row is not None
     return ShadowCounts(agreed=row["agreed"], disagreed=row["disagreed"], green_errors=row["green_errors"])
 
 
-async def shadow_samples(db: Database, deployment_id: str, revision_id: str) -> list[ShadowSample]:
-    """The revision's newest disagreements, newest first."""
+async def shadow_samples(
+    db: Database, deployment_id: str, revision_id: str, *, rollout_epoch: int | None = None
+) -> list[ShadowSample]:
+    """The rollout's newest disagreements, newest first (`rollout_epoch` None: the deployment's current rollout)."""
     rows = await db.fetch_all(
         QUERIES["shadow_samples_of_revision"],
-        {"deployment_id": deployment_id, "revision_id": revision_id, "keep": SAMPLES_KEPT},
-    )
+        {"deployment_id": deployment_id, "revision_id": revision_id, "rollout_epoch": rollout_epoch,
+         "keep": SAMPLES_KEPT},
+    )  # fmt: skip
     return [ShadowSample(r["request"], r["blue_answer"], r["green_answer"]) for r in rows]
 
 
@@ -203,8 +215,92 @@ async def has_serving_revision(db: Database, deployment_id: str) -> bool:
     return bool(await db.fetch_val(QUERIES["has_serving_revision"], {"deployment_id": deployment_id}))
 
 
-async def shadow_stats(db: Database, deployment_id: str, revision_id: str) -> ShadowStats:
-    """Everything mirrored to the revision, summed over proxies, and its newest disagreements."""
-    figures = await shadow_figures(db, deployment_id, revision_id)
-    samples = await shadow_samples(db, deployment_id, revision_id)
+async def shadow_stats(
+    db: Database, deployment_id: str, revision_id: str, *, rollout_epoch: int | None = None
+) -> ShadowStats:
+    """Everything mirrored to the revision in one rollout (None: the current one), summed over proxies, and its
+    newest disagreements."""
+    figures = await shadow_figures(db, deployment_id, revision_id, rollout_epoch=rollout_epoch)
+    samples = await shadow_samples(db, deployment_id, revision_id, rollout_epoch=rollout_epoch)
     return ShadowStats(figures.agreed, figures.disagreed, figures.green_errors, samples)
+
+
+# Reads for the API, batched per request (resolvers/context.py): each deployment's current rollout, if it deploys a
+# revision.
+
+
+@dataclass(frozen=True)
+class RolloutShadowStats(ShadowStats):
+    """ShadowStats of a deployment's current rollout, knowing whose they are (for `ShadowStats.intervals`)."""
+
+    deployment_id: str = ""
+
+
+@dataclass(frozen=True)
+class ShadowInterval:
+    """Mirrored requests of one interval of the database's clock, summed over proxies."""
+
+    start: datetime
+    agreed: int
+    disagreed: int
+    green_errors: int
+
+    @property
+    def requests(self) -> int:
+        return self.agreed + self.disagreed + self.green_errors
+
+
+MAX_INTERVALS = 360  # per deployment and request: a dashboard's sparkline, not an export
+
+
+def interval_slots(seconds: int | None, step: int | None) -> tuple[int, int]:
+    """(step, number of intervals) for `ShadowStats.intervals(seconds, step)`; bad bounds are BAD_USER_INPUT."""
+    seconds = 300 if seconds is None else seconds
+    step = 10 if step is None else step
+    check_range(seconds, "seconds", 1, 86_400)
+    check_range(step, "step", 1, 3600)
+    slots = -(-seconds // step)
+    if slots > MAX_INTERVALS:
+        raise BadUserInput(f"seconds / step must be at most {MAX_INTERVALS} intervals, got {slots}")
+    return step, slots
+
+
+async def shadow_stats_of_deployments(db: Database, deployment_ids: Sequence[str]) -> dict[str, RolloutShadowStats]:
+    """By deployment id: its current rollout's shadow statistics; a deployment deploying nothing is absent."""
+    ids = _uuids(deployment_ids)
+    figures = await db.fetch_all(QUERIES["shadow_figures_of_deployments"], {"deployment_ids": ids})
+    rows = await db.fetch_all(QUERIES["shadow_samples_of_deployments"], {"deployment_ids": ids, "keep": SAMPLES_KEPT})
+    samples: dict[str, list[ShadowSample]] = {}
+    for r in rows:
+        samples.setdefault(str(r["deployment_id"]), []).append(
+            ShadowSample(r["request"], r["blue_answer"], r["green_answer"])
+        )
+    found: dict[str, RolloutShadowStats] = {}
+    for f in figures:
+        id_ = str(f["deployment_id"])
+        found[id_] = RolloutShadowStats(
+            f["agreed"], f["disagreed"], f["green_errors"], samples.get(id_, []), deployment_id=id_
+        )
+    return found
+
+
+async def shadow_intervals_of_deployments(
+    db: Database, deployment_ids: Sequence[str], *, step: int, slots: int
+) -> dict[str, list[ShadowInterval]]:
+    """By deployment id: its current rollout's mirrored requests in the last `slots` intervals of `step` seconds,
+    oldest first (the last one still open); the caller bounds `slots` (MAX_INTERVALS)."""
+    rows = await db.fetch_all(
+        QUERIES["shadow_intervals_of_deployments"],
+        {"deployment_ids": _uuids(deployment_ids), "step": float(step), "slots": slots},
+    )
+    found: dict[str, list[ShadowInterval]] = {}
+    for r in rows:
+        found.setdefault(str(r["deployment_id"]), []).append(
+            ShadowInterval(r["start"], r["agreed"], r["disagreed"], r["green_errors"])
+        )
+    return found
+
+
+def _uuids(ids: Sequence[str]) -> list[str]:
+    # A malformed uuid would fail the whole batch in PostgreSQL; it finds nothing instead (as in store/reads.py).
+    return [i for i in map(canonical_id, ids) if i is not None]

@@ -5,6 +5,7 @@ import math
 import re
 import unicodedata
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,6 +91,7 @@ def check_strategy(strategy: Strategy, replicas: int) -> None:
     if bg.promotion_timeout_seconds is not None:
         check_range(bg.promotion_timeout_seconds, "strategy.blueGreen.promotionTimeoutSeconds", 1, 7 * DAY)
     check_range(bg.scale_down_delay_seconds, "strategy.blueGreen.scaleDownDelaySeconds", 0, DAY)
+    check_range(bg.required_approvals, "strategy.blueGreen.requiredApprovals", 0, MAX_APPROVALS)
     if strategy.type is DeploymentStrategyType.CANARY:
         check_canary(strategy.canary_spec, "strategy.canary")
     check_shadow_metrics(strategy)
@@ -188,6 +190,35 @@ def check_canary(spec: CanarySpec, field: str) -> None:
     if spec.analysis is not None:
         check_analysis(spec.analysis, f"{field}.analysis")
     check_range(spec.scale_down_delay_seconds, f"{field}.scaleDownDelaySeconds", 0, DAY)
+    check_range(spec.required_approvals, f"{field}.requiredApprovals", 0, MAX_APPROVALS)
+
+
+# Governance (SPEC §8). More approvers than this is a policy nobody meets; a freeze longer than this is an outage of
+# the release process, better said by a new window each month.
+MAX_APPROVALS = 10
+MAX_FREEZE = timedelta(days=30)
+MAX_FREEZE_AHEAD = timedelta(days=366)  # plans further ahead than a year are not freezes yet
+
+
+def check_freeze_window(starts_at: datetime, ends_at: datetime, now: datetime) -> None:
+    if ends_at <= starts_at:
+        raise BadUserInput(f"endsAt ({ends_at.isoformat()}) must be after startsAt ({starts_at.isoformat()})")
+    if ends_at - starts_at > MAX_FREEZE:
+        raise BadUserInput(
+            f"endsAt: a freeze window lasts at most {MAX_FREEZE.days} days, this one {ends_at - starts_at}; "
+            "split it into several windows"
+        )
+    if ends_at <= now:
+        raise BadUserInput(f"endsAt ({ends_at.isoformat()}) has already passed (database clock {now.isoformat()})")
+    if ends_at - now > MAX_FREEZE_AHEAD:
+        raise BadUserInput(f"endsAt ({ends_at.isoformat()}) is more than {MAX_FREEZE_AHEAD.days} days ahead")
+
+
+def check_reason(reason: str, field: str) -> None:
+    """A reason a person must give (a freeze window's, a break-glass's): said in words, bounded."""
+    check_text(reason, field, 1000)
+    if not reason.strip():
+        raise BadUserInput(f"{field} must say why, in at least one word")
 
 
 def check_text(value: str, field: str, max_length: int) -> None:
@@ -275,12 +306,22 @@ def check_metric(metric: MetricCheck, field: str) -> None:
             raise BadUserInput(f"{field}.{unused} is only for WEB checks")
     if metric.query is not None and metric.provider is MetricProvider.WEB:
         raise BadUserInput(f"{field}.query is not for WEB checks: give url and jsonPath")
+    if metric.min_requests is not None:
+        if metric.provider is not MetricProvider.BUILTIN:
+            raise BadUserInput(f"{field}.minRequests is only for BUILTIN checks")
+        check_range(metric.min_requests, f"{field}.minRequests", 1, 1_000_000)
 
 
 def check_metric_url(url: str | None, field: str) -> None:
     """http(s) only; link-local addresses are refused here when written literally and again when resolved."""
     if not url:
         raise BadUserInput(f"{field} is required for a WEB check: the http(s) URL to GET")
+    check_outbound_url(url, field)
+
+
+def check_outbound_url(url: str, field: str) -> None:
+    """A URL the scheduler will call (WEB checks, webhooks): http(s) with a host, and not a literal link-local or
+    unusable address; names are checked again, with the loopback setting, each time they are resolved."""
     try:
         parsed = urlsplit(url)
         valid = len(url) <= 2048 and url.isprintable() and parsed.scheme in ("http", "https") and bool(parsed.hostname)

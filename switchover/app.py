@@ -10,6 +10,7 @@ import orjson
 from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLHTTPHandler, GraphQLTransportWSHandler
 from databases import Database
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -30,6 +31,7 @@ from store.errors import Unauthenticated
 from switchover.guards import BodyLimit, RouterOnly
 from switchover.metrics import Measured, metrics
 from switchover.settings import Settings
+from switchover.tracing import configure, extensions, named_operations, server
 
 NOBODY = Principal("unauthenticated", frozenset(), frozenset())
 CONNECTION_PARAMS = "switchover.connection_params"
@@ -58,7 +60,9 @@ class HTTPHandler(GraphQLHTTPHandler):
         return Response(orjson.dumps(result), status_code=status, media_type="application/json")
 
 
-def create_app(settings: Settings, db: Database) -> Starlette:
+def create_app(settings: Settings, db: Database, *, tracer_provider: TracerProvider | None = None) -> Starlette:
+    """The app; traced with `tracer_provider`, or else as the OTEL_* environment says (off unless an OTLP endpoint
+    is set: then nothing of tracing is wired in)."""
     if settings.jwt_secret is None and not settings.insecure:
         raise SystemExit(
             "switchover: SWITCHOVER_JWT_SECRET is not set. Set it to require signed tokens, or pass --insecure to "
@@ -69,6 +73,7 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         raise SystemExit("switchover: SWITCHOVER_JWT_SECRET must be at least 32 bytes (RFC 7518 for HS256)")
 
     prometheus = settings.prometheus_url is not None
+    tracer_provider = tracer_provider or configure("switchover")
 
     async def context_for_request(request: Request | WebSocket, data: Any) -> Context:
         plain_json = isinstance(request, Request)
@@ -97,17 +102,18 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         logger=error_log,  # type: ignore[arg-type]
         introspection=settings.introspection,
         debug=False,
-        http_handler=HTTPHandler(middleware=[require_authentication]),
+        http_handler=HTTPHandler(middleware=[require_authentication], extensions=extensions(tracer_provider)),
         websocket_handler=GraphQLTransportWSHandler(on_connect=keep_connection_params),
         execute_get_queries=True,
         validation_rules=validation_rules(max_depth=settings.max_depth, max_cost=settings.max_cost),
-        query_parser=documents.parse,
+        query_parser=named_operations(documents.parse, tracer_provider),
         query_validator=documents.validate,
         execution_context_class=PlannedExecutor,
     )
     graphql = BodyLimit(graphql, settings.max_body_bytes)
     if settings.router_secret:
         graphql = RouterOnly(graphql, settings.router_secret)
+    graphql = server(graphql, tracer_provider)  # outermost: refused requests are traced too
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "up"})

@@ -96,14 +96,51 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from store.database import open_database
-    from switchover.proxy import create_proxy
+    from switchover.proxy import Timeouts, create_proxy
 
     exit_cleanly_on_sigterm()
     url = database_url(settings)
     _check_schema_or_exit(url)
     db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)
-    proxy = create_proxy(db, url, flush_seconds=settings.proxy_flush_seconds)
-    uvicorn.run(proxy, host=args.host, port=args.port, log_level="warning")
+    proxy = create_proxy(
+        db,
+        url,
+        flush_seconds=settings.proxy_flush_seconds,
+        shadow_timeout=settings.shadow_timeout_seconds,
+        shadow_max_body=settings.shadow_max_body_bytes,
+        shadow_max_in_flight=settings.shadow_max_in_flight,
+        refresh_seconds=settings.proxy_refresh_seconds,
+        timeouts=Timeouts(
+            connect=settings.proxy_connect_timeout,
+            first_byte=settings.proxy_first_byte_timeout,
+            idle=settings.proxy_idle_timeout,
+            avoid=settings.proxy_avoid_seconds,
+        ),
+    )
+    # httptools and uvloop when installed (they are dependencies): measured fastest (bench/b_proxy_machinery.py).
+    # The replica's own Date and Server headers pass through: uvicorn adds none of its own. Its proxy_headers would
+    # replace the peer's address by the caller's X-Forwarded-For, which the proxy must append to, not trust.
+    uvicorn.run(proxy, host=args.host, port=args.port, log_level="warning", http="auto", loop="auto",
+                server_header=False, date_header=False, proxy_headers=False)  # fmt: skip
+    return 0
+
+
+def cmd_haproxy(settings: Settings, args: argparse.Namespace) -> int:
+    from switchover import haproxy
+
+    if args.backend_prefix and not haproxy.IDENTIFIER.fullmatch(args.backend_prefix):
+        print("switchover: --backend-prefix may hold only letters, digits, '-', '_', '.' and ':'", file=sys.stderr)
+        return 2
+    api = haproxy.RuntimeApi(args.socket)
+    # Checked before the database: a wrong socket is the likeliest mistake, and says so at once.
+    problem = asyncio.run(haproxy.check_runtime_api(api))
+    if problem is not None:
+        print(f"switchover: {problem}", file=sys.stderr)
+        return 2
+    exit_cleanly_on_sigterm(0)
+    url = database_url(settings)
+    _check_schema_or_exit(url)
+    asyncio.run(haproxy.main(url, api, prefix=args.backend_prefix, resync_seconds=args.resync_seconds))
     return 0
 
 
@@ -155,6 +192,12 @@ def parser() -> argparse.ArgumentParser:
     proxy.add_argument("--host", default="127.0.0.1")
     proxy.add_argument("--port", type=int, default=8080)
     proxy.set_defaults(run=cmd_proxy)
+
+    haproxy = commands.add_parser("haproxy", help="keep a running HAProxy's servers in step with the routes")
+    haproxy.add_argument("--socket", required=True, help="HAProxy's stats socket (level admin): PATH or ipv4@HOST:PORT")
+    haproxy.add_argument("--backend-prefix", default="", help="backends are named this + the deployment's name")
+    haproxy.add_argument("--resync-seconds", type=float, default=1.0, help="full re-sync period (NOTIFY aside)")
+    haproxy.set_defaults(run=cmd_haproxy)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=cmd_migrate)

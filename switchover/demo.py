@@ -3,8 +3,11 @@
 Starts the embedded PostgreSQL (or uses DATABASE_URL), migrates it, starts the subgraph, the scheduler (process
 runtime: every route is a real local replica process, health-checked over HTTP) and the traffic proxy, then rolls a
 deployment out at revision 1, sends it requests, rolls revision 2 out beside it, promotes it under load, and shows that
-every request was answered: first by revision 1, then by revision 2. Every process it started is stopped at the end,
-also on Ctrl-C.
+every request was answered: first by revision 1, then by revision 2. Revision 3 (a share of 500s) is reverted by its
+post-promotion analysis; revision 4, whose model drifts on some answers, is held back by shadow traffic: the proxy
+mirrors every request to it, its answers disagree with revision 2's, the pre-promotion `shadow-agreement-rate` check
+fails and it is rolled back before any caller saw it; the disagreements found are printed. Every process it started is
+stopped at the end, also on Ctrl-C.
 
 A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the demo and its three services stop at
 once. Each service stops cleanly on it; the replicas, in sessions of their own, keep serving (a scheduler restart is
@@ -22,6 +25,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -35,6 +39,38 @@ PROJECT = "6f1c2a7e-0d4b-4f7e-9a51-3c0e8d2b9a10"
 STARTED = time.monotonic()
 RUN_MARKER = "SWITCHOVER_DEMO_RUN"  # in the environment of every process this run starts, replicas included
 STOP_WAIT_SECONDS = 10  # for the services to exit after SIGTERM, before SIGKILL
+# What differs between two replicas of the demo model whatever they predict: left out when answers are compared.
+IDENTITY_FIELDS = ["$.image", "$.revision", "$.route", "$.shadow"]
+DRIFT_PERCENT = 5  # revision 4 flips this share of its predictions: health and success rate cannot tell
+REVIEWS = [b"great!", b"terrible service", b"works as promised", b"meh", b"would buy again", b"broke in a week"]
+
+
+def strategy(*, shadow: bool) -> dict[str, Any]:
+    """Blue-green; after each promotion an analysis of the success rate the proxy measures. With `shadow`, every
+    request is also mirrored to green, its answers compared as JSON without the identity fields, and it is promoted
+    only once 3 checks 2 s apart each saw at least 99 % of at least 100 requests mirrored in their interval agree."""
+
+    def analysis(name: str, query: str, minimum: float) -> dict[str, Any]:
+        metric: dict[str, Any] = {"name": name, "provider": "BUILTIN", "query": query, "min": minimum}
+        return {"initialDelaySeconds": 2, "intervalSeconds": 2, "count": 3, "metrics": [metric]}
+
+    blue_green: dict[str, Any] = {
+        "scaleDownDelaySeconds": 5,
+        "postPromotionAnalysis": analysis("success-rate", "request-success-rate", 95),
+    }
+    if shadow:
+        blue_green["shadow"] = {"percent": 100, "compare": "JSON", "ignoreFields": IDENTITY_FIELDS}
+        agreement = analysis("shadow-agreement", "shadow-agreement-rate", 99)
+        agreement["metrics"][0]["minRequests"] = 100  # fewer mirrored requests in a check's interval: no number
+        blue_green["prePromotionAnalysis"] = agreement
+    return {"type": "BLUE_GREEN", "blueGreen": blue_green}
+
+
+# The newest analysis run, and the shadow statistics of the revision being deployed (null when none is).
+ANALYSIS = """query($d: ID!) { deployment(id: $d) {
+  shadowStats { requests agreed disagreed greenErrors samples { request blueAnswer greenAnswer } }
+  analysisRuns(first: 1) { edges { node { phase revision { number } measurements { metric value passed message } } } }
+} }"""
 
 
 class DemoFailed(Exception):
@@ -126,6 +162,8 @@ class Demo:
         self.services = services
         self.http = httpx.AsyncClient(timeout=10)
         self.deployment_id: str | None = None
+        self.shadowed: Counter[str] = Counter()  # answers the callers got while revision 4 was mirrored to
+        self.shadow_stats: dict[str, Any] | None = None  # the last `shadowStats` seen while revision 4 deployed
 
     async def gql(self, query: str, **variables: Any) -> dict[str, Any]:
         response = await self.http.post(f"{self.services.api}/graphql", json={"query": query, "variables": variables})
@@ -184,9 +222,9 @@ class Demo:
             seen[await self.predict()] += 1
         return seen
 
-    async def predict(self) -> str:
+    async def predict(self, body: bytes = b"great!") -> str:
         try:
-            response = await self.http.post(f"{self.services.proxy}/sentiment-demo/v1/predict", content=b"great!")
+            response = await self.http.post(f"{self.services.proxy}/sentiment-demo/v1/predict", content=body)
         except httpx.HTTPError as exc:
             return f"failed ({type(exc).__name__})"
         if response.status_code != 200:
@@ -195,9 +233,11 @@ class Demo:
             return f"failed ({response.status_code})"
         return f"revision {response.json()['revision']}"
 
-    async def load(self, stop: asyncio.Event, seen: Counter[str]) -> None:
+    async def load(self, stop: asyncio.Event, seen: Counter[str], bodies: Sequence[bytes] = (b"great!",)) -> None:
+        n = 0
         while not stop.is_set():
-            seen[await self.predict()] += 1
+            seen[await self.predict(bodies[n % len(bodies)])] += 1
+            n += 1
 
     async def run(self) -> Counter[str]:
         await self.wait_until_up()
@@ -212,11 +252,10 @@ class Demo:
                 say("retiring the sentiment-demo deployment an interrupted run left behind")
                 await self.retire(edge["node"]["id"], within=60)
         created = await self.gql(
-            """mutation($p: ID!) { createDeployment(input: {projectId: $p, name: "sentiment-demo", replicas: 2,
-                 strategy: {type: BLUE_GREEN, blueGreen: {scaleDownDelaySeconds: 5, postPromotionAnalysis: {
-                   initialDelaySeconds: 2, intervalSeconds: 2, count: 3, metrics: [{name: "success-rate", provider: BUILTIN,
-                   query: "request-success-rate", min: 95}]}}}}) { deployment { id } } }""",
+            """mutation($p: ID!, $s: DeploymentStrategyInput!) { createDeployment(input: {projectId: $p,
+                 name: "sentiment-demo", replicas: 2, strategy: $s}) { deployment { id } } }""",
             p=PROJECT,
+            s=strategy(shadow=False),
         )
         self.deployment_id = created["createDeployment"]["deployment"]["id"]
         say(f"created blue-green deployment sentiment-demo ({self.deployment_id}), 2 replicas; after each promotion "
@@ -239,7 +278,7 @@ class Demo:
         load = asyncio.create_task(self.load(stop, seen))
         try:
             await self.promote_under_load(v2, 2)
-            phase = await self.analysis_ended()
+            phase = await self.analysis_ended(2)
             if phase != "SUCCESSFUL":
                 raise DemoFailed(f"the post-promotion analysis of revision 2 ended {phase}")
             say("the analysis passed: the blue routes of revision 1 now drain")
@@ -249,7 +288,7 @@ class Demo:
             await self.deploy(v3)
             await self.follow("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
             await self.promote_under_load(v3, 3)
-            phase = await self.analysis_ended()
+            phase = await self.analysis_ended(3)
             await self.follow_current(2)
             say(f"the post-promotion analysis of revision 3 ended {phase}: the scheduler REVERTED to revision 2 "
                 "by itself")  # fmt: skip
@@ -260,7 +299,71 @@ class Demo:
             with contextlib.suppress(asyncio.CancelledError):
                 await load
         await self.follow("READY")
+        await self.hold_back_drifting_revision()
         return seen
+
+    async def hold_back_drifting_revision(self) -> None:
+        """Revision 4 answers every request (health checks and success rate would pass it) but its model flips some
+        predictions: mirrored traffic shows it, and the pre-promotion analysis rolls it back before anyone sees it."""
+        await self.gql(
+            """mutation($d: ID!, $s: DeploymentStrategyInput!) { updateDeploymentStrategy(input: {deploymentId: $d,
+                 strategy: $s}) { deployment { id } } }""",
+            d=self.deployment_id,
+            s=strategy(shadow=True),
+        )
+        say(f"shadow traffic from now on: the proxy mirrors every request to a revision being deployed and compares "
+            f"the answers as JSON (ignoring {', '.join(IDENTITY_FIELDS)}); a pre-promotion analysis demands at least "
+            f"99 % agreement over at least 100 mirrored requests, 3 checks 2 s apart")  # fmt: skip
+        v4 = await self.add_revision("registry.local/sentiment:4.0-rc", {"REPLICA_DRIFT_PERCENT": str(DRIFT_PERCENT)})
+        say(f"deploying revision 4, whose model flips {DRIFT_PERCENT} % of its predictions: it answers every request "
+            "with a 200, so health checks and the success rate cannot tell. Sending varied requests continuously…")  # fmt: skip
+        stop = asyncio.Event()
+        load = asyncio.create_task(self.load(stop, self.shadowed, REVIEWS))
+        try:
+            await self.deploy(v4)
+            await self.follow("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
+            await self.try_to_promote(v4)
+            phase = await self.analysis_ended(4)
+            await self.follow("READY")
+        finally:
+            stop.set()
+            load.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await load
+        current = (await self.snapshot())["currentRevision"]["number"]
+        if phase == "SUCCESSFUL" or current != 2:
+            raise DemoFailed(f"revision 4's pre-promotion analysis ended {phase}, revision {current} serves")
+        say(f"the pre-promotion analysis of revision 4 ended {phase}: revision 4 was ROLLED BACK before any caller "
+            "saw one of its answers; revision 2 kept serving")  # fmt: skip
+        self.show_disagreements()
+
+    async def try_to_promote(self, revision_id: str) -> None:
+        """An operator's promotion while the analysis runs: refused (without `skipAnalysis`)."""
+        response = await self.http.post(
+            f"{self.services.api}/graphql",
+            json={
+                "query": "mutation($d: ID!, $r: ID!) { promoteDeployment(input: {deploymentId: $d, "
+                "expectedRevisionId: $r}) { promotedRoutes { id } } }",
+                "variables": {"d": self.deployment_id, "r": revision_id},
+            },
+        )
+        errors = response.json().get("errors")
+        if not errors:
+            raise DemoFailed("revision 4 was promoted by hand although its pre-promotion analysis had not passed")
+        code = errors[0].get("extensions", {}).get("code")
+        say(f"an operator tries to promote revision 4 meanwhile: refused, {code}: {errors[0]['message']}")
+
+    def show_disagreements(self) -> None:
+        stats = self.shadow_stats
+        if not stats or not stats["samples"]:
+            raise DemoFailed(f"no disagreement of revision 4 was recorded: {stats}")
+        say(f"shadow traffic of revision 4, as last read before the rollback: {stats['requests']} mirrored requests, "
+            f"{stats['agreed']} agreed, {stats['disagreed']} disagreed, {stats['greenErrors']} green errors; "
+            "the newest disagreements:")  # fmt: skip
+        for sample in stats["samples"][:3]:
+            for label, key in (("request", "request"), ("blue answer", "blueAnswer"), ("green answer", "greenAnswer")):
+                print(f"    {label:>13}: {' '.join(sample[key].split())[:200]}")
+            print()
 
     async def promote_under_load(self, revision_id: str, number: int) -> None:
         await asyncio.sleep(2)
@@ -274,18 +377,23 @@ class Demo:
         say(f"PROMOTED revision {number}: {len(result['promotedRoutes'])} routes active, "
             f"{len(result['drainedRoutes'])} old routes kept warm while the post-promotion analysis runs")  # fmt: skip
 
-    async def analysis_ended(self, *, within: float = 60) -> str:
-        """Narrate the newest analysis run's measurements until it ends; returns its phase."""
+    async def analysis_ended(self, number: int, *, within: float = 60) -> str:
+        """Narrate the measurements of the newest analysis run, once it is revision `number`'s, until it ends;
+        returns its phase. Keeps the last shadow statistics seen: they belong to the revision being deployed, and
+        are gone (null) once it is rolled back."""
         deadline, shown = time.monotonic() + within, 0
         while True:
             self.services.check_alive()
-            data = await self.gql(
-                """query($d: ID!) { deployment(id: $d) { analysisRuns(first: 1) { edges { node { phase
-                     revision { number } measurements { metric value passed message } } } } } }""",
-                d=self.deployment_id,
-            )
-            [edge] = data["deployment"]["analysisRuns"]["edges"]
-            run = edge["node"]
+            data = await self.gql(ANALYSIS, d=self.deployment_id)
+            if data["deployment"]["shadowStats"]:
+                self.shadow_stats = data["deployment"]["shadowStats"]
+            edges = data["deployment"]["analysisRuns"]["edges"]
+            if not edges or edges[0]["node"]["revision"]["number"] != number:  # its run has not started yet
+                if time.monotonic() > deadline:
+                    raise DemoFailed(f"no analysis of revision {number} started within {within:.0f} s")
+                await asyncio.sleep(0.3)
+                continue
+            run = edges[0]["node"]
             for m in run["measurements"][shown:]:
                 verdict = {True: "pass", False: "FAIL", None: "no number"}[m["passed"]]
                 say(f"  analysis of revision {run['revision']['number']}: {m['metric']} {verdict}: {m['message']}")
@@ -387,7 +495,11 @@ async def show(demo: Demo, args: argparse.Namespace) -> int:
         )
     print(f"    {bad} requests failed by the bad revision 3 itself before the analysis reverted it")
     print(f"    {sum(seen.values()) - failed - bad} passed, {failed} failed during the promotions")
-    if failed:
+    # While revision 4 was mirrored to, every caller must have had revision 2's answer, and nothing else.
+    unseen = sum(n for answer, n in demo.shadowed.items() if answer != "revision 2")
+    print(f"    {demo.shadowed['revision 2']} requests answered by revision 2 while revision 4 was mirrored to, "
+          f"{unseen} otherwise")  # fmt: skip
+    if failed or unseen:
         return 1
     if not args.exit:
         print(EXPLORE.format(api=demo.services.api, proxy=demo.services.proxy, id=demo.deployment_id), flush=True)

@@ -1,4 +1,5 @@
-"""Operator commands (`switchover deployments | status | deploy | promote | rollback | revert`): a GraphQL client.
+"""Operator commands (`switchover deployments | status | deploy | promote | rollback | revert | approve | freeze |
+unfreeze`): a GraphQL client.
 
 Exit codes a CI job can rely on: 0 done, 1 refused by the server (the code and message are printed), 2 bad usage,
 3 timed out waiting, 4 server unreachable.
@@ -7,6 +8,7 @@ Exit codes a CI job can rely on: 0 done, 1 refused by the server (the code and m
 import argparse
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console, Group
@@ -37,6 +39,9 @@ history(first: 8) { edges { node { id phase result message actor createdAt } } }
 canaryStatus { stepIndex weight }
 analysisRuns(first: 1) { edges { node { kind phase passedChecks failedChecks revision { number }
   measurements { metric value passed message at } } } }
+shadowStats { requests agreed disagreed greenErrors samples { request blueAnswer greenAnswer } }
+approvals { approver comment } activeFreezeWindow { id reason endsAt }
+governed: strategy { blueGreen { requiredApprovals } canary { requiredApprovals } }
 """
 console = Console(highlight=False)
 
@@ -76,11 +81,13 @@ def render(d: dict[str, Any], events: list[str] | None = None) -> Group:
         lines.append(
             Text(f"canary: step {status['stepIndex'] + 1}, {status['weight']} % of the traffic on the new revision")
         )
+    lines += governance_lines(d)
     if d["waitingFor"]:
         lines.append(Text(f"waiting for: {d['waitingFor']['message']}", style="yellow"))
     if d["nextActionAt"]:
         lines.append(Text(f"scheduler acts next at {d['nextActionAt']}", style="dim"))
     lines += analysis_lines(d)
+    lines += shadow_lines(d)
     routes = Table("route", "revision", "status", "traffic", box=None, pad_edge=False)
     for r in d["routes"]:
         traffic = f"ACTIVE {r['trafficRatio']:.0%}" if r["trafficStatus"] == "ACTIVE" else "-"
@@ -113,6 +120,38 @@ def analysis_lines(d: dict[str, Any]) -> list[Text]:
         verdict = {True: ("pass", "green"), False: ("fail", "red"), None: ("no number", "red")}[m["passed"]]
         lines.append(Text.assemble(f"  {m['at'][11:19]} {m['metric']}: ", verdict, f" {m['message']}"))
     return lines
+
+
+SAMPLE_LINES, SAMPLE_WIDTH = 3, 100  # of each part of the disagreement shown: the whole sample is in the API
+
+
+def shadow_lines(d: dict[str, Any]) -> list[Text]:
+    """Agreement of the shadow traffic mirrored to the revision being deployed, and its newest disagreement."""
+    stats = d.get("shadowStats")
+    if not stats or not stats["requests"]:
+        return []
+    agreed = 100 * stats["agreed"] / stats["requests"]
+    colour = "green" if not stats["disagreed"] and not stats["greenErrors"] else "yellow"
+    lines = [Text.assemble("shadow: ", (f"{agreed:.1f} % agreed", colour),
+                           f" of {stats['requests']} mirrored requests ({stats['disagreed']} disagreed, "
+                           f"{stats['greenErrors']} green errors)")]  # fmt: skip
+    if stats["samples"]:
+        sample = stats["samples"][0]
+        lines.append(Text("  newest disagreement:", style="bold"))
+        for label, text in (("request", sample["request"]), ("blue", sample["blueAnswer"]),
+                            ("green", sample["greenAnswer"])):  # fmt: skip
+            for n, line in enumerate(excerpt(text)):
+                lines.append(Text(f"    {label + ':' if n == 0 else '':<9}{line}"))
+    return lines
+
+
+def excerpt(text: str) -> list[str]:
+    """The first few non-empty lines, each cut to a terminal's width; '…' marks what was left out."""
+    lines = [line for line in text.splitlines() if line.strip()] or [""]
+    shown = [line if len(line) <= SAMPLE_WIDTH else line[: SAMPLE_WIDTH - 1] + "…" for line in lines[:SAMPLE_LINES]]
+    if len(lines) > SAMPLE_LINES:
+        shown[-1] += " …"
+    return shown
 
 
 async def cmd_deployments(client: Client, args: argparse.Namespace) -> int:
@@ -265,7 +304,92 @@ async def cmd_revert(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def governance_lines(d: dict[str, Any]) -> list[Text]:
+    """The approvals of the rollout in flight (when its strategy asks for some) and a freeze window in force."""
+    lines = []
+    specs = d.get("governed") or {}
+    required = max((spec or {}).get("requiredApprovals", 0) for spec in (specs.get("blueGreen"), specs.get("canary")))
+    if d.get("deployingRevision") and (required or d.get("approvals")):
+        who = ", ".join(a["approver"] + (f" ({a['comment']})" if a["comment"] else "") for a in d["approvals"])
+        colour = "green" if len(d["approvals"]) >= required else "yellow"
+        lines.append(Text.assemble("approvals: ", (f"{len(d['approvals'])} of {required}", colour),
+                                   f": {who}" if who else ""))  # fmt: skip
+    window = d.get("activeFreezeWindow")
+    if window:
+        lines.append(Text(f"frozen until {window['endsAt']}: {window['reason']} (window {window['id']})", style="red"))
+    return lines
+
+
+async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
+    d = await find(client, args.name, args.project)
+    if args.revision is not None:
+        revision = await revision_id(client, d["id"], args.revision)
+    elif d["deployingRevision"]:
+        revision = d["deployingRevision"]["id"]
+    else:
+        raise Refused("INVALID_STATE", f"{args.name} is {state_of(d)}: no revision is being deployed to approve")
+    data = await client.execute(
+        "mutation($d: ID!, $r: ID!, $c: String) { approvePromotion(input: {deploymentId: $d, revisionId: $r, "
+        "comment: $c}) { approval { approver revision { number } } deployment { approvals { approver } } } }",
+        d=d["id"], r=revision, c=args.comment,
+    )  # fmt: skip
+    result = data["approvePromotion"]
+    approvers = ", ".join(a["approver"] for a in result["deployment"]["approvals"])
+    console.print(f"{result['approval']['approver']} approved revision {result['approval']['revision']['number']} "
+                  f"of {args.name}; approvals so far: {approvers}")  # fmt: skip
+    return OK
+
+
+DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> timedelta:
+    """`90m`, `2h`, `3d`."""
+    unit = DURATION_UNITS.get(text[-1:])
+    if unit is None or not text[:-1].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90m, 2h or 3d")
+    return timedelta(seconds=int(text[:-1]) * unit)
+
+
+def instant(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 date-time") from None
+    return parsed if parsed.tzinfo else parsed.astimezone()  # a local time without offset means this machine's zone
+
+
+async def cmd_freeze(client: Client, args: argparse.Namespace) -> int:
+    project = args.project
+    if project is None:
+        if args.name is None:
+            raise Refused("BAD_USER_INPUT", "name a deployment (its project is frozen) or pass --project")
+        project = (await find(client, args.name, None))["projectId"]
+    starts = args.starts or datetime.now(UTC)
+    ends = args.until or starts + args.duration
+    data = await client.execute(
+        "mutation($p: ID!, $s: DateTime!, $e: DateTime!, $r: String!) { createFreezeWindow(input: {projectId: $p, "
+        "startsAt: $s, endsAt: $e, reason: $r}) { freezeWindow { id startsAt endsAt } } }",
+        p=project, s=starts.isoformat(), e=ends.isoformat(), r=args.reason,
+    )  # fmt: skip
+    window = data["createFreezeWindow"]["freezeWindow"]
+    console.print(f"froze project {project} from {window['startsAt']} until {window['endsAt']}: window {window['id']}")
+    return OK
+
+
+async def cmd_unfreeze(client: Client, args: argparse.Namespace) -> int:
+    data = await client.execute(
+        "mutation($id: ID!) { deleteFreezeWindow(input: {id: $id}) { freezeWindow { id projectId } } }", id=args.window
+    )
+    window = data["deleteFreezeWindow"]["freezeWindow"]
+    console.print(f"deleted freeze window {window['id']} of project {window['projectId']}")
+    return OK
+
+
 COMMANDS = {
+    "approve": cmd_approve,
+    "freeze": cmd_freeze,
+    "unfreeze": cmd_unfreeze,
     "deployments": cmd_deployments,
     "status": cmd_status,
     "deploy": cmd_deploy,
@@ -312,6 +436,18 @@ def add_parsers(commands: Any, defaults: dict[str, str | None]) -> None:
     promote.add_argument("--full", action="store_true", help="canary: skip the remaining steps and go to 100 %%")
     for name in ("rollback", "revert"):
         commands.choices[name].add_argument("--reason")
+    approve = client_command("approve", "approve the promotion of the revision being deployed (this rollout)")
+    approve.add_argument("name", help="deployment name")
+    approve.add_argument("--revision", type=int, metavar="N", help="refuse unless revision N is the one deploying")
+    approve.add_argument("--comment")
+    freeze = client_command("freeze", "freeze a project's deploys and promotions for a while")
+    freeze.add_argument("name", nargs="?", help="a deployment whose project to freeze (or give --project)")
+    freeze.add_argument("--from", dest="starts", type=instant, help="ISO-8601 start (default now)")
+    length = freeze.add_mutually_exclusive_group(required=True)
+    length.add_argument("--until", type=instant, help="ISO-8601 end")
+    length.add_argument("--for", dest="duration", type=duration, help="how long: 90m, 2h, 3d (at most 30 days)")
+    freeze.add_argument("--reason", required=True)
+    client_command("unfreeze", "delete a freeze window (it ends now)").add_argument("window", help="freeze window id")
 
 
 def run(settings: Any, args: argparse.Namespace) -> int:

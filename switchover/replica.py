@@ -17,19 +17,24 @@ it misbehave, for demos and tests:
 
 A POST's answer holds its `prediction` and `score` (both functions of the body), and `"shadow": true` when the
 request came with `x-switchover-shadow: 1` (a mirrored copy).
+
+`GET /v1/stream?events=N&interval=S` answers server-sent events, one every S seconds (a model streaming its tokens),
+and `GET /v1/bytes?size=N` N bytes in 64 KiB chunks (a large answer): data planes are tested and measured with them.
 """
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -74,7 +79,36 @@ def create_app(
             answer["shadow"] = True
         return JSONResponse(answer)
 
-    routes = [Route("/v1/predict", predict, methods=["POST"]), Route(health_path, health)]
+    async def stream(request: Request) -> Response:
+        events = min(int(request.query_params.get("events", "5")), 10_000)
+        interval = float(request.query_params.get("interval", "0.5"))
+
+        async def tokens() -> AsyncIterator[bytes]:
+            for n in range(events):
+                if n:
+                    await asyncio.sleep(interval)
+                yield f"id: {n}\ndata: {json.dumps({'n': n, 'revision': revision, 'sent': time.time()})}\n\n".encode()
+
+        return StreamingResponse(tokens(), media_type="text/event-stream")
+
+    async def sized(request: Request) -> Response:
+        size = int(request.query_params.get("size", "0"))
+        chunk = b"x" * 65536
+
+        async def pieces() -> AsyncIterator[bytes]:
+            left = size
+            while left > 0:
+                yield chunk[: min(left, len(chunk))]
+                left -= len(chunk)
+
+        return StreamingResponse(pieces(), media_type="application/octet-stream", headers={"content-length": str(size)})
+
+    routes = [
+        Route("/v1/predict", predict, methods=["POST"]),
+        Route("/v1/stream", stream),
+        Route("/v1/bytes", sized),
+        Route(health_path, health),
+    ]
     if health_path != "/health":
         routes.append(Route("/health", health))
     return Starlette(routes=routes)

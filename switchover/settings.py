@@ -1,5 +1,6 @@
 """All configuration, read from the environment once."""
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,14 @@ def _float(name: str, default: float) -> float:
     if value <= 0:
         raise SystemExit(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _whole(name: str, default: int) -> int:
+    """A positive whole number: a count such as a limit of copies in flight must not round down to 0."""
+    value = _float(name, default)
+    if not math.isfinite(value) or value != int(value):
+        raise SystemExit(f"{name} must be a whole number, got {os.environ.get(name)!r}")
+    return int(value)
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -60,8 +69,21 @@ class Settings:
     prometheus_url: str | None = None
     # `switchover proxy`: seconds between writes of its per-revision traffic counts to PostgreSQL.
     proxy_flush_seconds: float = 5.0
+    # `switchover proxy` to replicas (SPEC §7), seconds: opening a connection; from the end of a request to the first
+    # byte of its answer; between two chunks of a body; how long a route that refused a connection gets no request;
+    # how often the routing table is re-read besides NOTIFY.
+    proxy_connect_timeout: float = 2.0
+    proxy_first_byte_timeout: float = 60.0
+    proxy_idle_timeout: float = 60.0
+    proxy_avoid_seconds: float = 5.0
+    proxy_refresh_seconds: float = 1.0
     # WEB metric checks may reach loopback addresses (tests, one-machine setups); link-local never.
     allow_loopback_urls: bool = False
+    # `switchover proxy` shadow copies (SPEC §6): how long green may take to answer one (then it is a green error),
+    # the largest request body mirrored, and the copies in flight past which new ones are dropped (bounded memory).
+    shadow_timeout_seconds: float = 10.0
+    shadow_max_body_bytes: int = 1_000_000
+    shadow_max_in_flight: int = 100
 
 
 def _runtime(embedded: bool) -> str:
@@ -109,5 +131,13 @@ def from_environment() -> Settings:
         stop_grace_seconds=_float("SWITCHOVER_STOP_GRACE", 5.0),
         prometheus_url=_http_url("SWITCHOVER_PROMETHEUS_URL"),
         proxy_flush_seconds=_float("SWITCHOVER_PROXY_FLUSH_SECONDS", 5.0),
+        proxy_connect_timeout=_float("SWITCHOVER_PROXY_CONNECT_TIMEOUT", 2.0),
+        proxy_first_byte_timeout=_float("SWITCHOVER_PROXY_FIRST_BYTE_TIMEOUT", 60.0),
+        proxy_idle_timeout=_float("SWITCHOVER_PROXY_IDLE_TIMEOUT", 60.0),
+        proxy_avoid_seconds=_float("SWITCHOVER_PROXY_AVOID_SECONDS", 5.0),
+        proxy_refresh_seconds=_float("SWITCHOVER_PROXY_REFRESH_SECONDS", 1.0),
         allow_loopback_urls=_flag("SWITCHOVER_ALLOW_LOOPBACK_URLS", False),
+        shadow_timeout_seconds=_float("SWITCHOVER_SHADOW_TIMEOUT_SECONDS", 10.0),
+        shadow_max_body_bytes=_whole("SWITCHOVER_SHADOW_MAX_BODY_BYTES", 1_000_000),
+        shadow_max_in_flight=_whole("SWITCHOVER_SHADOW_MAX_IN_FLIGHT", 100),
     )

@@ -64,7 +64,7 @@ class TrafficCounts:
         revision = str(destination.revision_number)
         self.requests.labels(deployment, revision, str(status)).inc()
         self.durations.labels(deployment, revision).observe(seconds)
-        key = (destination.deployment_id, destination.revision_id)
+        key = (destination.deployment_id, destination.revision_id, destination.rollout_epoch)
         counts = self.pending.get(key)
         if counts is None:
             counts = self.pending[key] = traffic.Counts()
@@ -75,7 +75,8 @@ class TrafficCounts:
     ) -> None:
         """One mirrored request ended: `outcome` is agreed, disagreed or green_error; a disagreement's sample."""
         self.mirrored.labels(deployment, str(green.revision_number), outcome).inc()
-        key = (green.deployment_id, green.revision_id)
+        # Keyed by rollout too: the same revision deployed again starts from zero (SPEC §6).
+        key = (green.deployment_id, green.revision_id, green.rollout_epoch)
         counts = self.pending.setdefault(key, traffic.Counts()).shadow
         if outcome == "agreed":
             counts.agreed += 1

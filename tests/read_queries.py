@@ -24,8 +24,11 @@ from store.pagination import encode_cursor
 # examples should compare the planner with execution, not execution with itself).
 COMPUTED = {("Deployment", "strategy"), ("Deployment", "waitingFor"), ("Deployment", "nextActionAt")}
 # Fields execution alone answers, each with tests of its own (analysis runs: tests/test_analysis.py, shadow
-# statistics: tests/test_shadow.py): never drawn.
+# statistics: tests/test_shadow.py, governance: tests/test_approvals.py, tests/test_freeze_windows.py): never drawn.
 NOT_DRAWN = {("Deployment", "analysisRuns"), ("Deployment", "shadowStats")}
+NOT_DRAWN |= {("Deployment", "approvals"), ("Deployment", "activeFreezeWindow")}
+# Webhooks: operators only, with tests of their own (tests/test_webhooks.py).
+NOT_DRAWN |= {("Query", "webhooks"), ("Query", "webhookDeliveries")}
 CURSOR_KINDS = {"deployments": "deployment", "revisions": "revision", "history": "history"}
 MAX_DEPTH = 6  # object levels below Query; a page is three (connection, edge, node)
 

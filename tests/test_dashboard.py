@@ -16,14 +16,17 @@ from typing import Any
 import pytest
 
 from scheduler.providers import Providers
-from store.models import RouteStatus
+from store.models import RouteStatus, ShadowSample, ShadowSpec
+from store.replicas import Destination
 from switchover.app import create_app
 from switchover.settings import Settings
+from switchover.traffic_counts import TrafficCounts
 from tests import debian
 from tests.analysis_helpers import Stub, checks_taken, first_deploy, green_healthy, spec
 from tests.live_server import serving
 from tests.scenario import Scenario, blue_green, canary
 from tests.test_canary import held, pause, weight
+from tests.test_shadow import SHIFT_SHADOW, green_destination
 from tests.tokens import SECRET, token
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -398,3 +401,57 @@ async def test_a_canary_is_followed_live_step_by_step_and_resumed_from_the_page(
         await no_script_errors(page)
 
     assert await scenario.active_revisions() == [2, 2, 2, 2]
+
+
+async def test_shadow_agreement_over_time_and_a_disagreeing_pair_side_by_side_are_shown_live(
+    scenario: Scenario, db: Any, settings: Settings, page: Page
+) -> None:
+    # Given revision 2 awaiting promotion with shadow traffic: half a minute ago 4 agreed, now 1 of 2 agreed
+    await scenario.given_deployment(replicas=1, strategy=blue_green(shadow=ShadowSpec()))
+    await scenario.awaiting_promotion_of_revision_2()
+    green = await green_destination(scenario)
+    await mirror(scenario, green, agreed=4)
+    await db.execute(SHIFT_SHADOW, {"id": scenario.id, "seconds": 30.0})
+    pair = ('POST /v1/predict\n\n{"text": "hello"}', '200\n\n{"label": "cat"}', '200\n\n{"label": "dog"}')
+    await mirror(scenario, green, agreed=1, sample=ShadowSample(*pair))
+
+    async with serving(create_app(settings, db)) as url:
+        # When an operator opens the deployment
+        await open_afresh(page, f"{url}/#/d/{scenario.id}")
+
+        # Then the agreement, its history as bars (all agreed, then half) and the disagreement are shown
+        await page.shows("the agreement", "#shadow-summary", "83.3 %", "of 6 mirrored requests", "1 disagreed",
+                         "0 green errors")  # fmt: skip
+        await page.has("two intervals with mirrored requests", "#shadow-over-time rect", 2)
+        bars = await page.script(
+            "return [...document.querySelectorAll('#shadow-over-time rect')].map(r => [r.getAttribute('class'),"
+            " +r.dataset.requests, +r.dataset.agreed, r.getBoundingClientRect().height])"
+        )
+        assert [b[:3] for b in bars] == [["agree", 4, 4], ["drift", 2, 1]]
+        assert bars[0][3] > bars[1][3] > 0  # the older bar is taller: all of it agreed
+        await page.shows("the request", "#shadow-sample .request", "POST /v1/predict", '"hello"')
+        await page.shows("blue's answer", "#shadow-sample .answer.blue", "Blue answer · revision 1", '"cat"')
+        await page.shows("green's answer", "#shadow-sample .answer.green", "Green answer · revision 2", '"dog"')
+        blue = await page.on("#shadow-sample .answer.blue", lambda e: e.rect)
+        green_box = await page.on("#shadow-sample .answer.green", lambda e: e.rect)
+        assert blue["y"] == green_box["y"] and blue["x"] + blue["width"] <= green_box["x"]  # side by side
+        await page.screenshot("10-shadow")
+
+        # And mirrored requests that bring no event still show up (the page looks again while green is mirrored to)
+        await mirror(scenario, green, agreed=0, green_errors=2)
+        await page.shows("the new counts", "#shadow-summary", "of 8 mirrored requests", "2 green errors")
+        assert await page.text("#error") == ""
+        await no_script_errors(page)
+
+
+async def mirror(
+    scenario: Scenario, green: Destination, *, agreed: int, green_errors: int = 0, sample: ShadowSample | None = None
+) -> None:
+    """A proxy mirrored requests to green and flushed: `agreed`, `green_errors`, and one disagreement with `sample`."""
+    counts = TrafficCounts()
+    for outcome, n in (("agreed", agreed), ("green_error", green_errors)):
+        for _ in range(n):
+            counts.shadow("m", green, outcome)
+    if sample is not None:
+        counts.shadow("m", green, "disagreed", sample)
+    await counts.flush(scenario.db)

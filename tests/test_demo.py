@@ -1,11 +1,13 @@
-"""`make run`'s demo runs end to end: a real blue-green rollout with zero failed requests, then cleans up; a terminal's
-Ctrl-C stops it and every process it started.
+"""`make run`'s demo runs end to end: a real blue-green rollout with zero failed requests, a bad revision reverted by
+its analysis, a drifting one held back by shadow traffic, then cleans up; a terminal's Ctrl-C stops it and every
+process it started.
 
 Processes are found by a marker in their environment that only this test's demo passes on (the demo, its services,
 their replicas, its embedded PostgreSQL): never by their names, which another checkout's demo shares.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +71,21 @@ def test_the_demo_rolls_out_revisions_and_reverts_a_bad_one_by_itself(database_u
         assert "PROMOTED revision 2" in result.stdout and "PROMOTED revision 3" in result.stdout
         assert "REVERTED to revision 2 by itself" in result.stdout
         assert "requests failed by the bad revision 3 itself" in result.stdout
+        # Shadow traffic: revision 4 drifts; its agreement holds it back, then it is rolled back, unseen by callers.
+        out = result.stdout
+        assert "an operator tries to promote revision 4 meanwhile: refused, INVALID_STATE" in out
+        [rate] = re.findall(r"revision 4: shadow-agreement FAIL: ([\d.]+) % of \d+ mirrored requests agreed", out)
+        assert 90 < float(rate) < 99  # 5 % of its predictions flip
+        assert "revision 4 was ROLLED BACK" in out
+        assert out.index("PROMOTED revision 3") < out.index("shadow-agreement FAIL") < out.index("ROLLED BACK")
+        assert "PROMOTED revision 4" not in out
+        pair = r"request: POST /v1/predict .*\n.*blue answer: 200 (.*)\n.*green answer: 200 (.*)"
+        disagreements = re.findall(pair, out)
+        assert disagreements, out
+        for blue, green in disagreements:  # the model's answer differs, the identity fields are ignored
+            assert '"revision":2' in blue and '"revision":4' in green
+            assert ('"prediction":true' in blue) == ('"prediction":false' in green)
+        assert re.search(r"\d+ requests answered by revision 2 while revision 4 was mirrored to, 0 otherwise", out)
         assert started_by(marker) == []
     finally:
         kill_all(marker)

@@ -7,6 +7,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -14,22 +17,27 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.providers import Target, builtin
-from store import reads, traffic
+from store import reads, replicas, rollouts, route_health, traffic
 from store.database import open_database
-from store.models import AnalysisSpec, MetricCheck, MetricProvider, ShadowCompare, ShadowSpec
+from store.models import AnalysisSpec, MetricCheck, MetricProvider, RouteStatus, ShadowCompare, ShadowSpec
 from store.replicas import Destination
-from switchover.proxy import create_proxy
 from switchover.traffic_counts import TrafficCounts
+from tests import test_operate
 from tests.graphql import error_code, gql
 from tests.live_server import serving
 from tests.runtime_helpers import Machine
 from tests.scenario import Scenario, blue_green
 from tests.state import snapshot
+from tests.test_operate import switchover
+from tests.test_query_count import count_statements
 
 # What differs between any two replicas of the demo model, whatever it predicts.
 IDENTITY = ("$.revision", "$.image", "$.route", "$.shadow")
-# Test-only SQL: start the figures from zero, and read a run's measurements.
+# Test-only SQL: start the figures from zero, move a deployment's counts back in time, and read a run's measurements.
 FORGET_SHADOW = ["DELETE FROM shadow_traffic", "DELETE FROM shadow_samples"]
+SHIFT_SHADOW = """UPDATE shadow_traffic SET interval_start = interval_start - make_interval(secs => :seconds)
+WHERE deployment_id = :id"""
+api = test_operate.api  # the CLI's server, a fixture
 MEASUREMENTS = "SELECT value, passed, message FROM analysis_measurements WHERE run_id = :run_id ORDER BY seq"
 
 
@@ -48,6 +56,8 @@ class Proxy:
 
 @asynccontextmanager
 async def proxy(database_url: str, **options: Any) -> AsyncIterator[Proxy]:
+    from switchover.proxy import create_proxy  # only the tests that mirror through a real proxy need it
+
     app = create_proxy(open_database(database_url), database_url, flush_seconds=3600, **options)
     async with serving(app, lifespan="on") as base:
         yield Proxy(base, app.state.counts, app.state.mirrors)
@@ -96,8 +106,10 @@ async def ended(counts: TrafficCounts, scenario: Scenario, n: int) -> None:
     """Until `n` mirrored requests to revision 2 have ended (counted, not yet flushed)."""
 
     async def done() -> bool:
-        pending = counts.pending.get((scenario.id, scenario.revisions[1]))
-        return pending is not None and pending.shadow.requests >= n
+        mirrored = sum(
+            c.shadow.requests for k, c in counts.pending.items() if k[:2] == (scenario.id, scenario.revisions[1])
+        )
+        return mirrored >= n
 
     await eventually(done)
 
@@ -301,6 +313,222 @@ async def test_shadow_agreement_on_a_first_deploy_is_skipped_and_recorded_as_suc
     assert measurements[0]["message"].startswith("skipped: a first deploy")
 
 
+# --- one rollout's statistics -------------------------------------------------------------------------------
+
+STATS_OVER_TIME = """query($d: ID!, $seconds: Int, $step: Int) { deployment(id: $d) { shadowStats { requests agreed
+  disagreed greenErrors samples { request } intervals(seconds: $seconds, step: $step) { start requests agreed disagreed
+  greenErrors } } } }"""
+
+
+async def green_destination(scenario: Scenario) -> Destination:
+    """Green's route as the proxy's routing table holds it (with the rollout it belongs to)."""
+    for route in await scenario.live_routes(revision=2):
+        await route_health.report_route_health(
+            scenario.db, route.id, RouteStatus.HEALTHY, endpoint_url="http://127.0.0.1:9", actor="orchestrator"
+        )
+    table = await replicas.traffic_table(scenario.db)
+    [green] = table.preview[(await scenario.deployment()).name]
+    return green
+
+
+async def mirrored(scenario: Scenario, green: Destination, outcomes: list[str]) -> None:
+    """One proxy mirrored requests to `green` that ended as `outcomes`, and flushed them."""
+    counts = TrafficCounts()
+    for n, outcome in enumerate(outcomes):
+        sample = traffic.ShadowSample(f"POST /{n}", "200\n\n1", "200\n\n2") if outcome == "disagreed" else None
+        counts.shadow("m", green, outcome, sample)
+    await counts.flush(scenario.db)
+
+
+async def test_the_same_revision_deployed_again_after_a_rollback_starts_from_zero(
+    scenario: Scenario, client: httpx.AsyncClient
+) -> None:
+    # Given revision 2 was mirrored to (3 agreed, 1 disagreed) and then rolled back
+    await scenario.given_deployment(replicas=1, strategy=blue_green(shadow=ShadowSpec()))
+    await scenario.awaiting_promotion_of_revision_2()
+    first = await green_destination(scenario)
+    await mirrored(scenario, first, ["agreed", "agreed", "agreed", "disagreed"])
+    before = (await gql(client, STATS_OVER_TIME, {"d": scenario.id}))["data"]["deployment"]["shadowStats"]
+    assert (before["requests"], before["agreed"], len(before["samples"])) == (4, 3, 1)
+    await rollouts.begin_rollback(scenario.db, scenario.id, actor="bob", reason="disagrees")
+    await scenario.tick()
+    await scenario.finish_stopping()
+    assert await scenario.state() == "READY"
+
+    # When the same revision is deployed again, and a proxy still on the old table flushes a late copy
+    await scenario.deploy(scenario.revisions[1])
+    await scenario.tick()
+    await scenario.healthy(revision=2)
+    await scenario.tick()
+    assert await scenario.state() == "DEPLOYING/DEPLOYING_AWAITING_PROMOTION", await scenario.history()
+    await mirrored(scenario, first, ["disagreed"])
+
+    # Then the API, the BUILTIN metric and the intervals see nothing of the earlier rollout
+    body = await gql(client, STATS_OVER_TIME, {"d": scenario.id})
+    stats = body["data"]["deployment"]["shadowStats"]
+    assert (stats["requests"], stats["samples"]) == (0, [])
+    assert sum(i["requests"] for i in stats["intervals"]) == 0
+    name = (await scenario.deployment()).name
+    reading = await builtin.measure(scenario.db, "shadow-agreement-rate", target(scenario, name))
+    assert reading.value is None and "no requests mirrored" in reading.message
+
+    # And what is mirrored in this rollout counts from zero
+    second = await green_destination(scenario)
+    assert second.rollout_epoch > first.rollout_epoch
+    await mirrored(scenario, second, ["agreed", "green_error"])
+    stats = (await gql(client, STATS_OVER_TIME, {"d": scenario.id}))["data"]["deployment"]["shadowStats"]
+    assert (stats["requests"], stats["agreed"], stats["greenErrors"], stats["samples"]) == (2, 1, 1, [])
+    reading = await builtin.measure(scenario.db, "shadow-agreement-rate", target(scenario, name))
+    assert reading.value == 50.0, reading
+    epoch_of_first = replace(target(scenario, name), rollout_epoch=first.rollout_epoch)
+    # (the late copy counted for the rollout it was mirrored in: 3 of 5)
+    assert (await builtin.measure(scenario.db, "shadow-agreement-rate", epoch_of_first)).value == 60.0
+
+
+async def test_agreement_over_time_is_summed_over_proxies_per_interval_of_the_database_clock(
+    scenario: Scenario, client: httpx.AsyncClient
+) -> None:
+    # Given two proxies mirrored to green now, and one did 25 s earlier (its row moved back in time)
+    await scenario.given_deployment(replicas=1, strategy=blue_green(shadow=ShadowSpec()))
+    await scenario.awaiting_promotion_of_revision_2()
+    green = await green_destination(scenario)
+    await mirrored(scenario, green, ["agreed", "disagreed"])
+    await scenario.db.execute(SHIFT_SHADOW, {"id": scenario.id, "seconds": 25.0})
+    await mirrored(scenario, green, ["agreed", "agreed"])
+    await mirrored(scenario, green, ["green_error"])
+
+    # When the dashboard asks for the last minute in 10 s intervals
+    body = await gql(client, STATS_OVER_TIME, {"d": scenario.id, "seconds": 60, "step": 10})
+
+    # Then it gets 6 intervals, oldest first, aligned on 10 s, the older flush 2 or 3 intervals before the newer ones
+    stats = body["data"]["deployment"]["shadowStats"]
+    intervals = stats["intervals"]
+    starts = [datetime.fromisoformat(i["start"]) for i in intervals]
+    assert len(intervals) == 6 and starts == sorted(starts) and all(t.second % 10 == 0 for t in starts)
+    assert {(b - a).total_seconds() for a, b in pairwise(starts)} == {10.0}
+
+    def total(chosen: list[dict[str, int]]) -> tuple[int, int, int]:
+        return tuple(sum(i[k] for i in chosen) for k in ("agreed", "disagreed", "greenErrors"))  # type: ignore[return-value]
+
+    assert total(intervals[4:]) == (2, 0, 1)  # the newer flushes, in the open interval or the one before
+    assert total(intervals[1:4]) == (1, 1, 0) and total(intervals[:1]) == (0, 0, 0)
+    assert stats["requests"] == sum(i["requests"] for i in intervals) == 5
+
+
+async def test_the_cli_status_shows_agreement_and_the_newest_disagreement_cut_to_a_few_lines(
+    scenario: Scenario, api: str
+) -> None:
+    # Given revision 2 mirrored to: 3 agreed, then a disagreement with long answers
+    await scenario.given_deployment(replicas=1, strategy=blue_green(shadow=ShadowSpec()))
+    await scenario.awaiting_promotion_of_revision_2()
+    green = await green_destination(scenario)
+    counts = TrafficCounts()
+    for _ in range(3):
+        counts.shadow("m", green, "agreed")
+    lines = "\n".join(f'{{"line": {n}}}' for n in range(20))
+    counts.shadow("m", green, "disagreed", traffic.ShadowSample("POST /v1/predict\n\n{\"x\": 1}", "200\n\n" + lines,
+                                                               "200\n\n" + "9" * 500))  # fmt: skip
+    await counts.flush(scenario.db)
+
+    # When an operator asks for its status
+    code, out = await switchover("status", (await scenario.deployment()).name, url=api)
+
+    # Then it shows the agreement, and the disagreement's request, blue and green answers, a few short lines each
+    assert code == 0, out
+    assert "shadow: 75.0 % agreed of 4 mirrored requests (1 disagreed, 0 green errors)" in out
+    shown = out[out.index("newest disagreement:") :].splitlines()
+    assert [line.strip() for line in shown[1:8]] == [
+        "request: POST /v1/predict", '{"x": 1}',
+        "blue:    200", '{"line": 0}', '{"line": 1} …',
+        "green:   200", "9" * 99 + "…",
+    ]  # fmt: skip
+
+
+PAGE = """query($first: Int!) { deployments(first: $first) { edges { node { id shadowStats { requests
+  samples { request } intervals(seconds: 60, step: 10) { requests } } } } } }"""
+
+
+async def test_shadow_stats_of_a_page_of_deployments_take_the_same_statements_for_1_and_4(
+    scenario: Scenario, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts: dict[int, int] = {}
+    created: list[str] = []
+    for size in (1, 4):
+        while len(created) < size:  # each awaiting promotion with 2 mirrored requests, one a disagreement
+            one = Scenario(scenario.db)
+            await one.given_deployment(replicas=1, strategy=blue_green(shadow=ShadowSpec()))
+            await one.awaiting_promotion_of_revision_2()
+            await mirrored(one, await green_destination(one), ["agreed", "disagreed"])
+            created.append(one.id)
+        with monkeypatch.context() as patch:
+            sent = count_statements(scenario.db, patch)
+            edges = (await gql(client, PAGE, {"first": size}))["data"]["deployments"]["edges"]
+        stats = [e["node"]["shadowStats"] for e in edges]
+        assert [(st["requests"], len(st["samples"]), sum(i["requests"] for i in st["intervals"])) for st in stats] == [
+            (2, 1, 2)
+        ] * size
+        counts[size] = len(sent)
+    # The page, then one batched statement each for the figures, the samples and the intervals.
+    assert counts[1] == counts[4] <= 4, counts
+
+
+@pytest.mark.parametrize(
+    ("seconds", "step", "field"),
+    [(0, 10, "seconds"), (86_401, 300, "seconds"), (60, 0, "step"), (60, 3601, "step"), (3601, 10, "intervals")],
+)
+async def test_intervals_out_of_bounds_are_refused(
+    scenario: Scenario, client: httpx.AsyncClient, seconds: int, step: int, field: str
+) -> None:
+    await scenario.given_deployment(replicas=1, strategy=blue_green(shadow=ShadowSpec()))
+    await scenario.awaiting_promotion_of_revision_2()
+
+    body = await gql(client, STATS_OVER_TIME, {"d": scenario.id, "seconds": seconds, "step": step})
+
+    assert error_code(body) == "BAD_USER_INPUT" and field in body["errors"][0]["message"], body
+
+
+# --- not enough data -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("agreeing", "phase", "state", "message"),
+    [
+        (5, "ERROR", "READY", "not enough data: 5 (minRequests 20) requests mirrored to revision 2"),
+        (20, "SUCCESSFUL", "DEPLOYING/DEPLOYING_AWAITING_PROMOTION", "100.00 % of 20 mirrored requests agreed"),
+    ],
+)
+async def test_too_few_mirrored_requests_are_not_enough_data_and_the_run_ends_as_an_error_never_a_pass(
+    scenario: Scenario, agreeing: int, phase: str, state: str, message: str
+) -> None:
+    # Given a pre-promotion analysis demanding 99 % agreement on at least 20 mirrored requests per check
+    check = MetricCheck("agreement", MetricProvider.BUILTIN, query="shadow-agreement-rate", min=99.0, min_requests=20)
+    spec = AnalysisSpec((check,), count=1)
+    strategy = blue_green(shadow=ShadowSpec(), pre_promotion_analysis=spec, max_retries=2)
+    await scenario.given_deployment(replicas=1, strategy=strategy)
+    await scenario.deploy()
+    await scenario.tick()
+    await scenario.healthy(revision=1)
+    for _ in range(5):  # a first deploy: the agreement check is skipped
+        await scenario.tick()
+        await scenario.shift_time(10)
+    assert await scenario.state() == "READY", await scenario.history()
+
+    # When green is mirrored `agreeing` requests, all of them agreeing, and the checks are taken
+    await scenario.deploy(await scenario.add_revision())
+    await scenario.tick()
+    await mirrored(scenario, await green_destination(scenario), ["agreed"] * agreeing)
+    for _ in range(4):
+        await scenario.tick()
+        await scenario.shift_time(10)
+
+    # Then too few of them is no number, twice (maxRetries): the run ends as ERROR and the rollout is rolled back
+    [(_, run), *_] = (await reads.analysis_run_pages(scenario.db, [scenario.id]))[scenario.id].items
+    measurements = await scenario.db.fetch_all(MEASUREMENTS, {"run_id": run.id})
+    assert (run.phase.value, await scenario.state()) == (phase, state), await scenario.history()
+    assert all(m["message"].startswith(message) for m in measurements), [m["message"] for m in measurements]
+    assert [m["passed"] for m in measurements] == ([None, None] if phase == "ERROR" else [True])
+
+
 # --- bad input ------------------------------------------------------------------------------------------------
 
 CREATE = "mutation($i: CreateDeploymentInput!) { createDeployment(input: $i) { deployment { id } } }"
@@ -323,6 +551,26 @@ def create_input(blue_green_input: dict[str, Any]) -> dict[str, Any]:
         ({"shadow": {"ignoreFields": [""]}}, "shadow.ignoreFields[0]"),
         ({"prePromotionAnalysis": {"metrics": [AGREEMENT]}}, "prePromotionAnalysis.metrics[0].query"),
         ({"shadow": {}, "postPromotionAnalysis": {"metrics": [AGREEMENT]}}, "postPromotionAnalysis.metrics[0].query"),
+        (
+            {"shadow": {}, "prePromotionAnalysis": {"metrics": [{**AGREEMENT, "minRequests": 0}]}},
+            "prePromotionAnalysis.metrics[0].minRequests",
+        ),
+        (
+            {
+                "prePromotionAnalysis": {
+                    "metrics": [
+                        {
+                            **AGREEMENT,
+                            "provider": "WEB",
+                            "query": None,
+                            "url": "https://metrics.example/x",
+                            "minRequests": 5,
+                        }
+                    ]
+                }
+            },
+            "prePromotionAnalysis.metrics[0].minRequests",
+        ),
     ],
 )
 async def test_a_bad_shadow_spec_is_refused_naming_its_field_and_creates_nothing(

@@ -25,6 +25,8 @@ class Target:
     revision_id: str
     revision_number: int
     interval_seconds: int
+    # The rollout the run judges (shadow agreement counts only its mirrored requests); None: the deployment's current.
+    rollout_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class Providers:
         from scheduler.providers import builtin, prometheus, web  # each pulls in what it needs
 
         if check.provider is MetricProvider.BUILTIN:
-            return await builtin.measure(db, check.query or "", target)
+            return await builtin.measure(db, check.query or "", target, min_requests=check.min_requests)
         if check.provider is MetricProvider.PROMETHEUS:
             return await prometheus.measure(self.http, self.prometheus_url, check.query or "", target)
         return await web.measure(

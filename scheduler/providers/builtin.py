@@ -9,8 +9,11 @@ aggregates every proxy writes to PostgreSQL (store/traffic.py), summed over prox
   never below the true p99 and at most one bucket above it (bounds: store.traffic.BUCKET_BOUNDS_MS). Above the
   largest bound it is that bound, and the message says so.
 
-No request in the interval is an error, never a pass: there is nothing to judge the revision by. A database error
-is not a reading: it propagates, as it fails the scheduler step that measures.
+Not enough data is an error, never a pass: fewer requests in the interval (mirrored ones for shadow agreement) than
+the check's `minRequests` (default 1), so that 1 agreeing request of 1 cannot pass a `min: 99`. An error is a check
+without a number: not counted towards `count`, and `maxRetries` of them in a row end the run as ERROR
+(scheduler/analysis.py). A database error is not a reading: it propagates, as it fails the scheduler step that
+measures.
 """
 
 import math
@@ -27,32 +30,44 @@ SHADOW_AGREEMENT = "shadow-agreement-rate"
 METRICS = frozenset({SUCCESS_RATE, DURATION_P99, SHADOW_AGREEMENT})
 
 
-async def measure(db: Database, metric: str, target: Target) -> Reading:
+async def measure(db: Database, metric: str, target: Target, *, min_requests: int | None = None) -> Reading:
+    needed = min_requests or 1
     if metric == SHADOW_AGREEMENT:
-        return await agreement_rate(db, target)
+        return await agreement_rate(db, target, needed)
     if metric not in METRICS:
         return Reading.error(f"unknown BUILTIN metric {metric[:100]!r}; known: {', '.join(sorted(METRICS))}")
     figures = await traffic.revision_figures(
         db, target.deployment_id, target.revision_id, seconds=target.interval_seconds
     )
-    if figures.requests == 0:
+    if figures.requests < needed:
         return Reading.error(
-            f"no requests to revision {target.revision_number} of {target.deployment_name} "
-            f"in the last {target.interval_seconds} s"
+            f"{not_enough(figures.requests, needed)}requests to revision {target.revision_number} of "
+            f"{target.deployment_name} in the last {target.interval_seconds} s"
         )
     if metric == SUCCESS_RATE:
         return success_rate(figures)
     return duration_p99(figures)
 
 
-async def agreement_rate(db: Database, target: Target) -> Reading:
+def not_enough(seen: int, needed: int) -> str:
+    """How a reading without enough data begins: 'no ' or 'not enough data: 3 (minRequests 20) '."""
+    return "no " if seen == 0 else f"not enough data: {seen} (minRequests {needed}) "
+
+
+async def agreement_rate(db: Database, target: Target, needed: int = 1) -> Reading:
     if not await traffic.has_serving_revision(db, target.deployment_id):
         return Reading.skip("skipped: a first deploy has no serving revision to mirror traffic from")
-    shadow = await traffic.shadow_figures(db, target.deployment_id, target.revision_id, seconds=target.interval_seconds)
-    if shadow.requests == 0:
+    shadow = await traffic.shadow_figures(
+        db,
+        target.deployment_id,
+        target.revision_id,
+        seconds=target.interval_seconds,
+        rollout_epoch=target.rollout_epoch,
+    )
+    if shadow.requests < needed:
         return Reading.error(
-            f"no requests mirrored to revision {target.revision_number} of {target.deployment_name} "
-            f"in the last {target.interval_seconds} s"
+            f"{not_enough(shadow.requests, needed)}requests mirrored to revision {target.revision_number} of "
+            f"{target.deployment_name} in the last {target.interval_seconds} s"
         )
     rate = 100 * shadow.agreed / shadow.requests
     return Reading(

@@ -207,14 +207,18 @@ async function loadList(v) {
     deployments.pageInfo.hasNextPage ? h('p', {className: 'note'}, 'Showing the first 100 deployments.') : null);
 }
 
+const SHADOW_SECONDS = 300, SHADOW_STEP = 10;
 const ONE = `query One($id: ID!) { deployment(id: $id) {
   id name projectId replicas lifecycle subStep phaseStartedAt nextActionAt
-  strategy { type blueGreen { autoPromote promoteDelaySeconds scaleDownDelaySeconds }
-    canary { scaleDownDelaySeconds steps { setWeight pause { seconds } analysis { count intervalSeconds } }
+  strategy { type blueGreen { autoPromote promoteDelaySeconds scaleDownDelaySeconds shadow { percent } requiredApprovals }
+    canary { requiredApprovals scaleDownDelaySeconds steps { setWeight pause { seconds } analysis { count intervalSeconds } }
       analysis { count } } }
   currentRevision { id number image } deployingRevision { id number image }
   waitingFor { reason message }
+  approvals { approver comment createdAt } activeFreezeWindow { id reason endsAt }
   canaryStatus { stepIndex weight }
+  shadowStats { requests agreed disagreed greenErrors samples { request blueAnswer greenAnswer }
+    intervals(seconds: ${SHADOW_SECONDS}, step: ${SHADOW_STEP}) { start requests agreed disagreed greenErrors } }
   analysisRuns(first: 3) { edges { node { id kind phase passedChecks failedChecks nextCheckAt startedAt finishedAt
     revision { number } measurements { metric value passed message at } } } }
   routes(status: [PROVISIONING, HEALTHY, UNHEALTHY, DEGRADED, TERMINATING, FAILED_TO_START]) {
@@ -235,9 +239,12 @@ async function loadDeployment(v) {
   const warm = others.filter((x) => x.status === 'HEALTHY' && x.trafficStatus === 'INACTIVE');
   const bg = d.strategy.type === 'BLUE_GREEN', canary = d.strategy.type === 'CANARY';
   const runs = d.analysisRuns.edges.map((e) => e.node);
+  const shadow = d.shadowStats && ((bg && d.strategy.blueGreen.shadow) || d.shadowStats.requests) ? d.shadowStats
+    : null;
   // A check that passes while its run goes on writes no history row, hence no event: look again while one runs.
+  // Mirrored requests are no events either: look again while green takes shadow traffic.
   clearTimeout(poll);
-  if (runs.some((r) => r.phase === 'RUNNING')) poll = setTimeout(() => { if (v === view) soon(); }, POLL_MS);
+  if (shadow || runs.some((r) => r.phase === 'RUNNING')) poll = setTimeout(() => { if (v === view) soon(); }, POLL_MS);
 
   const facts = [
     ['Lifecycle', h('span', {id: 'd-lifecycle'}, badge(d.lifecycle), ' ', d.subStep ? badge(state(d), 'sub') : '')],
@@ -245,6 +252,9 @@ async function loadDeployment(v) {
     ['Deploying revision', rev(dep)],
     ['Waiting for', d.waitingFor ? h('span', {id: 'd-waiting'}, h('code', {}, d.waitingFor.reason), ' ',
       d.waitingFor.message) : h('span', {id: 'd-waiting'}, 'nothing')],
+    ['Approvals', h('span', {id: 'd-approvals'}, approvalsText(d))],
+    ['Freeze', h('span', {id: 'd-freeze'}, d.activeFreezeWindow ? h('span', {className: 'frozen'}, 'frozen until ',
+      time(d.activeFreezeWindow.endsAt), ': ' + d.activeFreezeWindow.reason) : 'none in force')],
     ['Scheduler acts next', d.nextActionAt ? h('span', {}, time(d.nextActionAt), ' (',
       h('span', {'data-until': d.nextActionAt}, until(d.nextActionAt)), ')') : 'only on events'],
     ['In this state since', time(d.phaseStartedAt)],
@@ -266,7 +276,9 @@ async function loadDeployment(v) {
           : canary && !awaiting ? `Not paused: promotion resumes a canary paused until promoted (now ${state(d)}).`
             : !awaiting ? `Not yet: promotion waits until every green route is healthy (now ${state(d)}).`
               : d.waitingFor && d.waitingFor.reason === 'ANALYSIS'
-                ? 'Not yet: the pre-promotion analysis is still running; promotion waits for it.' : null,
+                ? 'Not yet: the pre-promotion analysis is still running; promotion waits for it.'
+                : d.waitingFor && ['APPROVALS', 'FREEZE_WINDOW'].includes(d.waitingFor.reason)
+                  ? 'Not yet: ' + d.waitingFor.message + '.' : null,
       does: dep && (canary ? `Resumes the canary of revision ${dep.number} after its pause`
         + (d.canaryStatus ? ` at ${d.canaryStatus.weight} % of the traffic` : '') + ': the next steps follow.'
         : `Switches all traffic ${cur ? 'from revision ' + cur.number + ' ' : ''}to revision ${dep.number}`
@@ -308,6 +320,7 @@ async function loadDeployment(v) {
           'aria-describedby': 'why-' + a.id, onclick: () => act(d, a)}, a.label),
         h('p', {id: 'why-' + a.id, className: 'note'}, a.why || a.does))))),
     canary ? canarySection(d) : null,
+    shadow ? shadowSection(shadow, cur, dep) : null,
     h('section', {'aria-labelledby': 'analysis-h'}, h('h2', {id: 'analysis-h'}, 'Analysis'),
       runs.length ? h('div', {className: 'runs'}, runs.map(analysisRun))
         : h('p', {className: 'note'}, 'No metric analysis has run for this deployment.')),
@@ -320,6 +333,16 @@ async function loadDeployment(v) {
             previous ? 'kept warm without traffic' : 'no rollout in flight', others, d.replicas))),
     h('section', {'aria-labelledby': 'history-h'}, h('h2', {id: 'history-h'}, 'History'),
       h('ol', {className: 'timeline'}, history.map(entry))));
+}
+
+// Approvals of the rollout in flight against what its strategy requires (SPEC §8).
+function approvalsText(d) {
+  const spec = d.strategy.type === 'BLUE_GREEN' ? d.strategy.blueGreen : d.strategy.type === 'CANARY'
+    ? d.strategy.canary : null;
+  const required = spec ? spec.requiredApprovals : 0;
+  if (!required && !d.approvals.length) return 'none required';
+  const who = d.approvals.map((a) => a.approver + (a.comment ? ` (“${a.comment}”)` : '')).join(', ');
+  return `${d.approvals.length} of ${required}` + (who ? ': ' + who : '');
 }
 
 function canarySection(d) {
@@ -346,6 +369,44 @@ function canarySection(d) {
         where === 'current' ? h('strong', {className: 'now'}, ' ← now')
           : where === 'done' ? h('span', {className: 'note'}, ' (done)') : null);
     })));
+}
+
+// ---- shadow traffic: agreement over time and the newest disagreement, side by side ----
+const pct = (n, of) => of ? (100 * n / of).toFixed(1) + ' %' : '—';
+const svg = (tag, attrs, ...kids) => {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  el.append(...kids);
+  return el;
+};
+
+function shadowSection(st, cur, dep) {
+  const n = st.intervals.length, H = 40;
+  // One bar per interval, its height the share that agreed; an interval without mirrored requests shows no bar.
+  const bars = st.intervals.map((i, x) => i.requests ? svg('rect', {x: x * 10 + 1, width: 8,
+    y: H * (1 - i.agreed / i.requests), height: Math.max(1, H * i.agreed / i.requests),
+    class: i.agreed === i.requests ? 'agree' : 'drift', 'data-requests': i.requests, 'data-agreed': i.agreed},
+  svg('title', {}, `${when(i.start)}: ${pct(i.agreed, i.requests)} of ${i.requests} agreed`)) : null)
+    .filter(Boolean);
+  const sample = st.samples[0];
+  const answer = (cls, title, text) => h('div', {className: 'answer ' + cls}, h('h4', {}, title),
+    h('pre', {}, text));
+  return h('section', {'aria-labelledby': 'shadow-h', id: 'shadow'}, h('h2', {id: 'shadow-h'}, 'Shadow traffic'),
+    h('p', {id: 'shadow-summary', 'data-requests': st.requests, 'data-agreed': st.agreed},
+      h('strong', {}, pct(st.agreed, st.requests)), ` agreed of ${st.requests} mirrored requests · `
+      + `${st.disagreed} disagreed · ${st.greenErrors} green errors`),
+    h('figure', {id: 'shadow-over-time'},
+      svg('svg', {viewBox: `0 0 ${n * 10} ${H}`, preserveAspectRatio: 'none', role: 'img',
+        'aria-label': `Agreement per ${SHADOW_STEP} s interval over the last ${SHADOW_SECONDS / 60} minutes`},
+      svg('line', {x1: 0, x2: n * 10, y1: H, y2: H, class: 'base'}), ...bars),
+      h('figcaption', {className: 'note'}, `Share agreed per ${SHADOW_STEP} s, last ${SHADOW_SECONDS / 60} min,`
+        + ' oldest left; no bar: nothing mirrored.')),
+    sample ? h('article', {id: 'shadow-sample', 'aria-label': 'Newest disagreement'},
+      h('h3', {}, 'Newest disagreement'), h('pre', {className: 'request'}, sample.request),
+      h('div', {className: 'pair'}, answer('blue', `Blue answer${cur ? ' · revision ' + cur.number : ''}`,
+        sample.blueAnswer), answer('green', `Green answer${dep ? ' · revision ' + dep.number : ''}`,
+        sample.greenAnswer)))
+      : h('p', {className: 'note'}, 'No disagreement so far.'));
 }
 
 const KINDS = {PRE_PROMOTION: 'Pre-promotion analysis', POST_PROMOTION: 'Post-promotion analysis',
