@@ -17,8 +17,11 @@ $(NODE_DEPS): federation/package.json federation/package-lock.json
 	npm ci --prefix federation --no-audit --no-fund --loglevel=error
 	touch $@
 
+# `make run DATAPLANE=haproxy`: HAProxy (and Prometheus, for the analyses) carry the traffic when installed.
+DATAPLANE ?= builtin
+
 run: $(BIN)/switchover
-	$(BIN)/python -m switchover.demo
+	$(BIN)/python -m switchover.demo --dataplane $(DATAPLANE)
 
 test: $(BIN)/switchover $(NODE_DEPS)
 	$(BIN)/ruff check .

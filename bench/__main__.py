@@ -15,6 +15,7 @@ from typing import Any
 from bench import (
     b_analysis,
     b_api,
+    b_haproxy,
     b_loadtest,
     b_proxy_machinery,
     b_reaction,
@@ -25,7 +26,7 @@ from bench import (
     report,
 )
 
-SECTIONS = ("api", "scheduler", "reaction", "analysis", "load", "shadow", "proxy", "tracing")
+SECTIONS = ("api", "scheduler", "reaction", "analysis", "load", "shadow", "proxy", "tracing", "haproxy")
 
 
 def options() -> argparse.Namespace:
@@ -63,6 +64,8 @@ def options() -> argparse.Namespace:
         "proxy_requests": 500 if quick else 3_000,
         # §10: requests of each kind to each of the four servers
         "tracing_requests": 200 if quick else 1_000,
+        # §12: deployments whose promotions HAProxy follows
+        "haproxy_deployments": 30 if quick else 100,
         # load test
         "load_deployments": 40 if quick else 120,
     }
@@ -96,6 +99,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "load": b_loadtest.run,
         "shadow": b_shadow.run,
         "tracing": b_tracing.run,
+        "haproxy": b_haproxy.run,
     }
     with common.RssSampler() as sampler:
         for section in args.sections:

@@ -129,6 +129,8 @@ def headline(r: dict[str, Any]) -> list[str]:
         rows += tracing_rows(r["tracing"])
     if "proxy" in r:
         rows += proxy_rows(r["proxy"])
+    if "haproxy" in r:
+        rows += haproxy_rows(r["haproxy"])
     return [*rows, ""]
 
 
@@ -151,6 +153,29 @@ def proxy_rows(x: dict[str, Any]) -> list[str]:
         f"MiB** at {large[product]['mib_per_second']:.0f} MiB/s (candidates, MiB: {growth}) | < 20 MiB | "
         f"{met(large[product]['rss_growth_mib'] < 20)} |",
     ]
+
+
+def haproxy_rows(x: dict[str, Any]) -> list[str]:
+    """§12: HAProxy following promotions, and the built-in proxy's throughput against HAProxy's."""
+    p, sync = x["promotion_to_weights_ms"], x["converged_full_sync_ms"]
+    rows = [
+        f"| 12 | HAProxy: promotion committed → runtime API acknowledged the last `set weight`, p99 of {p['n']} "
+        f"({x['deployments']} deployments, {x['servers']} servers) | **{ms(p['p99'])}** (median {ms(p['median'])}; "
+        f"from the `promote` call: p99 {ms(x['promotion_call_to_weights_ms']['p99'])}) | ≤ {x['target_p99_ms']:.0f} "
+        f"ms | {met(p['p99'] <= x['target_p99_ms'])} |",
+        f"| 12 | HAProxy: full re-sync of a converged HAProxy (no command sent), median | {ms(sync['median'])} "
+        f"(p99 {ms(sync['p99'])}) | — | — |",
+    ]
+    if "throughput" in x:
+        t = x["throughput"]
+        rps, cpu = t["rps"], t["plane_cpu_ms_per_request"]
+        rows.append(
+            f"| 12 | built-in proxy vs HAProxy, small JSON, same 2 replicas, {t['clients']} closed-loop clients, "
+            f"median of {t['rounds_each']} alternating {t['seconds_per_round']:.0f}-s rounds | {rps['proxy']:.0f} vs "
+            f"{rps['haproxy']:.0f} req/s = **{t['ratio_proxy_to_haproxy']:.2f}×** (data plane CPU per request "
+            f"{cpu['proxy']:.2f} vs {cpu['haproxy']:.2f} ms) | ≥ {t['target_ratio']}× | {met(t['met'])} |"
+        )
+    return rows
 
 
 def tracing_rows(x: dict[str, Any]) -> list[str]:
@@ -248,6 +273,11 @@ one at a time, and each floor's answer is checked equal to the product's before 
    `switchover proxy` itself in front of it; small JSON POSTs one at a time to each in turn (and to the replica
    directly), time to the first server-sent event the same way (each stream read to its end), then a 100 MiB answer
    through each while the proxy's RSS is sampled every 5 ms.
+12. HAProxy (bench/b_haproxy.py): Debian's HAProxy 2.6 started as the tests start it; `switchover haproxy`'s loop in
+   the bench process, following 100 deployments by NOTIFY; each promotion timed from its commit to the runtime API
+   acknowledging the last `set weight` of its backend. Throughput: HAProxy and a `switchover proxy` process in front of
+   the same two replica processes, one load generator process (closed loop) sending small JSON to one of them at a
+   time in alternating rounds; every answer must be a 200.
 
 Per-section numbers (latency distributions, per-round throughput, statement counts) are in
 [results.json](results.json); profiles, summarised by component, in [profiles/](profiles/).

@@ -57,6 +57,9 @@ class Context:
     plain_json: bool = False
     # Whether PROMETHEUS metric checks can run (SWITCHOVER_PROMETHEUS_URL is set): refused up front otherwise.
     prometheus: bool = False
+    # SWITCHOVER_ALLOW_LOOPBACK_URLS as the server was configured: a URL written with a loopback address or
+    # `localhost` is then refused up front when off. None: not told, so loopback is left to the delivery-time check.
+    allow_loopback_urls: bool | None = None
     loaders: dict[Fetch, DataLoader] = field(default_factory=dict)
     _now: datetime | None = None
 

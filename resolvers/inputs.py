@@ -73,6 +73,7 @@ def canary(value: dict[str, Any] | None, *, prometheus: bool) -> CanarySpec:
         steps=tuple(steps),
         analysis=None if background is None else analysis(background, f"{field}.analysis", prometheus=prometheus),
         scale_down_delay_seconds=given.get("scale_down_delay_seconds", CanarySpec.scale_down_delay_seconds),
+        required_approvals=given.get("required_approvals", CanarySpec.required_approvals),
     )
 
 

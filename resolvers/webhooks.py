@@ -12,7 +12,7 @@ from resolvers.context import context
 from store import webhooks
 from store.errors import does_not_exist
 from store.models import Webhook, WebhookDelivery
-from store.validation import parse_id
+from store.validation import check_outbound_url, parse_id
 
 webhook_query = QueryType()
 webhook_mutation = MutationType()
@@ -50,6 +50,8 @@ async def resolve_create_webhook(_: None, info: GraphQLResolveInfo, input: dict[
     ctx = context(info)
     project_id = parse_id(input["project_id"], "projectId")
     require_change(ctx.principal, project_id)
+    if ctx.allow_loopback_urls is False:  # the store cannot know this server's setting; delivery checks it again
+        check_outbound_url(input["url"], "url", allow_loopback=False)
     created = await webhooks.create(
         ctx.db,
         project_id=project_id,

@@ -50,10 +50,10 @@ def _analysis(run: AnalysisRun) -> WaitingFor:
 def _governance(rules: Governance, after: str) -> WaitingFor | None:
     """What holds a promotion that is otherwise possible (SPEC §8): approvals first (they can be given during a
     freeze), then a freeze window in force. `after` ends the sentence."""
-    if rules.missing_approvals:
+    if rules.hold == "APPROVALS":
         return WaitingFor("APPROVALS", f"{describe_approvals(rules)} of the revision being deployed; promotion waits "
                           f"for {rules.missing_approvals} more (approvePromotion){after}")  # fmt: skip
-    if rules.freeze is not None:
+    if rules.hold == "FREEZE_WINDOW" and rules.freeze is not None:
         return WaitingFor("FREEZE_WINDOW", f"{describe_freeze(rules.freeze)}: promotion waits until it ends, unless "
                           f"an admin breaks the glass{after}")  # fmt: skip
     return None
@@ -68,7 +68,7 @@ def _canary(deployment: Deployment, routes: Sequence[Route], runs: Runs, rules: 
     if deployment.sub_step is S_SUB.DEPLOYING_AWAITING_PROMOTION:
         held = _governance(rules, f"; paused at {weight} % ({where})")
         return held or WaitingFor("CANARY_PAUSE", f"paused at {weight} % ({where}) until promoteDeployment")
-    if rules.freeze is not None and index < len(spec.steps):  # as handlers.progress_canary holds it
+    if rules.holds_canary_step(index, len(spec.steps)) and rules.freeze is not None:
         return WaitingFor("FREEZE_WINDOW", f"held at {weight} % ({where}) by {describe_freeze(rules.freeze)}")
     if step.set_weight is not None:
         new = of_revision(routes, deployment.deploying_revision_id)

@@ -183,9 +183,9 @@ def await_promotion(
 def governance_hold(rules: Governance) -> tuple[str, datetime | None] | None:
     """What holds an automatic promotion besides routes and analyses (SPEC §8), and until when (None: until an
     event, an approval); None when nothing does."""
-    if rules.missing_approvals:
+    if rules.hold == "APPROVALS":
         return f"promotion waits for {rules.missing_approvals} more approval(s): {describe_approvals(rules)}", None
-    if rules.freeze is not None:
+    if rules.hold == "FREEZE_WINDOW" and rules.freeze is not None:
         return f"auto-promotion held by {describe_freeze(rules.freeze)}", rules.freeze.ends_at
     return None
 
@@ -458,8 +458,7 @@ def progress_canary(
     step = deployment.strategy.canary_spec.step(index)
     weight = deployment.canary_weight or 0
     where = _where(deployment)
-    # A freeze holds the steps forward; a full promotion (an admin broke the glass for it) still reaches 100 %.
-    if rules.freeze is not None and index < len(deployment.strategy.canary_spec.steps):
+    if rules.holds_canary_step(index, len(deployment.strategy.canary_spec.steps)) and rules.freeze is not None:
         return _keep_weight(deployment, routes, f"held at {weight} % ({where}) by {describe_freeze(rules.freeze)}",
                             rules.freeze.ends_at)  # fmt: skip
     if step.set_weight is not None:

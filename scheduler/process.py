@@ -21,7 +21,7 @@ from opentelemetry.trace import Tracer
 from scheduler.probes import HealthChecker
 from scheduler.process_runtime import ProcessRuntime
 from scheduler.providers import Providers
-from scheduler.runner import run_once
+from scheduler.runner import deliver_once, run_once
 from store import notifications
 from switchover import tracing
 from switchover.settings import Settings
@@ -41,17 +41,41 @@ async def run(
     providers: Providers | None = None,
     tracer: Tracer | None = None,
 ) -> None:
-    """Run until `stop` is set; the step in progress always finishes (its transaction commits or rolls back)."""
+    """Lifecycle passes until `stop` is set; the step in progress always finishes (its transaction commits or rolls
+    back). Webhook deliveries run in a loop of their own (`deliver`)."""
+
+    async def pass_once() -> None:
+        await run_once(db, workers=workers, stop=stop, providers=providers, tracer=tracer, deliveries=False)
+
+    await woken(url, notifications.CHANNEL, pass_once, poll_interval=poll_interval, stop=stop)
+
+
+async def deliver(
+    db: Database, url: str, *, poll_interval: float, stop: asyncio.Event, workers: int, providers: Providers
+) -> None:
+    """Webhook delivery passes until `stop`, woken when a delivery is queued: a receiver that is slow or down holds
+    up only this loop, never a rollout."""
+
+    async def pass_once() -> None:
+        await deliver_once(db, workers=workers, stop=stop, providers=providers)
+
+    await woken(url, notifications.WEBHOOK_CHANNEL, pass_once, poll_interval=poll_interval, stop=stop)
+
+
+async def woken(
+    url: str, channel: str, pass_once: Callable[[], Awaitable[None]], *, poll_interval: float, stop: asyncio.Event
+) -> None:
+    """`pass_once` whenever `channel` is notified, or every `poll_interval`, until `stop`."""
     wake = asyncio.Event()
-    listener: asyncpg.Connection | None = None
+    listener: notifications.Listener | None = None
     failures = 0
     try:
         while not stop.is_set():
             try:
                 if listener is None or listener.is_closed():
-                    listener = await notifications.listen(url, lambda _: wake.set())
+                    listener = await notifications.listen(url, lambda _: wake.set(), channels=(channel,))
                 wake.clear()
-                await run_once(db, workers=workers, stop=stop, providers=providers, tracer=tracer)
+                await pass_once()
                 failures = 0
             except Exception as exc:
                 # Any failed pass is retried after a pause: a scheduler that stopped scheduling but kept running
@@ -72,7 +96,7 @@ async def run(
         _drop(listener)
 
 
-def _drop(listener: asyncpg.Connection | None) -> None:
+def _drop(listener: notifications.Listener | None) -> None:
     """Close the LISTEN connection without waiting for the server: it has nothing to finish, and a server that does
     not answer must not hold up a stop."""
     if listener is not None:
@@ -123,6 +147,14 @@ async def main(db: Database, url: str, settings: Settings, *, stop: asyncio.Even
             workers=settings.scheduler_workers,
             providers=providers,
             tracer=tracing.tracer(tracing.configure("switchover-scheduler")),  # None unless OTEL_* turns it on
+        ),
+        deliver(
+            db,
+            url,
+            poll_interval=settings.poll_interval_seconds,
+            stop=stop,
+            workers=settings.scheduler_workers,
+            providers=providers,
         ),
         every(settings.health_interval_seconds, checker.run_once, stop=stop, name="health check"),
     ]

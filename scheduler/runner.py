@@ -32,15 +32,17 @@ async def run_once(
     stop: asyncio.Event | None = None,
     providers: Providers | None = None,
     tracer: Tracer | None = None,
+    deliveries: bool = True,
 ) -> int:
-    """Handle due deployments, due analysis checks and due webhook deliveries until none is due (or `max_steps`, or
-    `stop`); returns how many steps ran.
+    """Handle due deployments, due analysis checks and (with `deliveries`) due webhook deliveries until none is due
+    (or `max_steps`, or `stop`); returns how many steps ran.
 
     With several `workers`, steps run side by side on their own connections; `SKIP LOCKED` keeps them on different
     deployments (and checks). Each step runs in a task of its own: `databases` binds a connection to the task that
     used it, and a step that failed on a dead connection must not leave a long-lived task holding that connection.
     Without `providers`, checks are measured (and webhooks posted) with a client made for this pass (no Prometheus,
-    no loopback URLs). With a `tracer`, each claimed deployment's step is a span.
+    no loopback URLs). With a `tracer`, each claimed deployment's step is a span. The scheduler process passes
+    `deliveries=False` and runs `deliver_once` in a loop of its own: a slow webhook receiver never holds up a pass.
     """
     steps = 0
     own = providers is None
@@ -56,19 +58,32 @@ async def run_once(
             steps += stepped + checked
 
     async def deliver() -> None:
-        # Beside the lifecycle work, not between its steps: a slow webhook receiver must not delay a rollout.
         nonlocal steps
-        while steps < max_steps and not (stop and stop.is_set()):
-            if not await asyncio.create_task(webhooks.step(db, measuring)):
-                return
-            steps += 1
+        steps += await deliver_once(db, workers=workers, stop=stop, providers=measuring)
 
     try:
-        await asyncio.gather(*(work() for _ in range(workers)), *(deliver() for _ in range(workers)))
+        await asyncio.gather(*(work() for _ in range(workers)), *([deliver()] if deliveries else []))
     finally:
         if own:
             await measuring.aclose()
     return steps
+
+
+async def deliver_once(
+    db: Database, *, providers: Providers, workers: int = 1, stop: asyncio.Event | None = None
+) -> int:
+    """Post due webhook deliveries until none is due (or `stop`); returns how many were attempted."""
+    sent = 0
+
+    async def deliver() -> None:
+        nonlocal sent
+        while not (stop and stop.is_set()):
+            if not await asyncio.create_task(webhooks.step(db, providers)):
+                return
+            sent += 1
+
+    await asyncio.gather(*(deliver() for _ in range(workers)))
+    return sent
 
 
 async def step(db: Database, tracer: Tracer | None = None) -> bool:

@@ -235,3 +235,9 @@ async def record(
             await db.execute(QUERIES["wake_deployment"], {"id": deployment.id})
             await notify(db, deployment.id)
     return records.analysis_run(updated_row)
+
+
+async def route_ids_of_revision(db: Database, revision_id: str) -> list[str]:
+    """The ids of every route of a revision (a data plane names its servers after them: PROMETHEUS `{{routes}}`)."""
+    rows = await db.fetch_all(QUERIES["route_ids_of_revision"], {"revision_id": revision_id})
+    return [str(row["id"]) for row in rows]

@@ -430,6 +430,21 @@ class Governance:
     def missing_approvals(self) -> int:
         return max(0, self.required - len(self.approvers))
 
+    @property
+    def hold(self) -> str | None:
+        """What holds a promotion that is otherwise possible (a WaitingFor reason): approvals first (they can be
+        given during a freeze), then a freeze window in force; None when nothing does."""
+        if self.missing_approvals:
+            return "APPROVALS"
+        if self.freeze is not None:
+            return "FREEZE_WINDOW"
+        return None
+
+    def holds_canary_step(self, index: int, steps: int) -> bool:
+        """A freeze holds a canary's steps forward; a full promotion (past the last step: an admin broke the glass
+        for it) still reaches 100 %."""
+        return self.freeze is not None and index < steps
+
 
 UNGOVERNED = Governance()
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-CHANNEL = "switchover_deployments"
+CHANNEL = "switchover_deployments"  # a deployment or its routes changed: schedulers and data planes
+WEBHOOK_CHANNEL = "switchover_webhooks"  # a webhook delivery is waiting: schedulers only (migration 0009's trigger)
 
 log = logging.getLogger("switchover.notifications")
 
@@ -20,8 +21,10 @@ log = logging.getLogger("switchover.notifications")
 class Listener:
     """A LISTEN connection that reconnects by itself; `close()` (or `terminate()`) ends it."""
 
-    def __init__(self, url: str, on_change: Callable[[str], None], retry_seconds: float) -> None:
-        self.url, self.on_change, self.retry_seconds = url, on_change, retry_seconds
+    def __init__(
+        self, url: str, on_change: Callable[[str], None], retry_seconds: float, channels: tuple[str, ...]
+    ) -> None:
+        self.url, self.on_change, self.retry_seconds, self.channels = url, on_change, retry_seconds, channels
         self.connection: asyncpg.Connection | None = None
         self.closed = False
         self.reconnecting: asyncio.Task[None] | None = None
@@ -29,7 +32,8 @@ class Listener:
     async def connect(self) -> None:
         connection = await asyncpg.connect(self.url)
         try:
-            await connection.add_listener(CHANNEL, self._deliver)
+            for channel in self.channels:
+                await connection.add_listener(channel, self._deliver)
         except BaseException:
             connection.terminate()
             raise
@@ -87,9 +91,12 @@ class Listener:
                 connection.terminate()
 
 
-async def listen(url: str, on_change: Callable[[str], None], *, retry_seconds: float = 0.25) -> Listener:
-    """A dedicated connection that calls `on_change(deployment_id)` for every committed change (and `on_change("")`
-    after it was re-opened following an outage); close it when done. Raises when the first connection fails."""
-    listener = Listener(url, on_change, retry_seconds)
+async def listen(
+    url: str, on_change: Callable[[str], None], *, retry_seconds: float = 0.25, channels: tuple[str, ...] = (CHANNEL,)
+) -> Listener:
+    """A dedicated connection that calls `on_change(deployment_id)` for every committed change announced on
+    `channels` (and `on_change("")` after it was re-opened following an outage); close it when done. Raises when the
+    first connection fails."""
+    listener = Listener(url, on_change, retry_seconds, channels)
     await listener.connect()
     return listener

@@ -326,17 +326,19 @@ ORDER BY r.seq
 -- blue-green rollout with a shadow spec and a revision serving (SPEC §6, Shadow traffic; none on a first deploy).
 -- Every row carries the deployment's rollout epoch: what the proxy mirrors is counted for that rollout only.
 SELECT d.name, d.id AS deployment_id, r.id AS route_id, r.endpoint_url, r.traffic_ratio,
-       r.revision_id, v.number AS revision_number, false AS preview, CAST(NULL AS jsonb) AS shadow, d.rollout_epoch
+       r.revision_id, v.number AS revision_number, false AS preview, CAST(NULL AS jsonb) AS shadow, d.rollout_epoch,
+       d.seq AS deployment_seq
 FROM deployments d JOIN routes r ON r.deployment_id = d.id JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle IN ('READY', 'DEPLOYING') AND r.traffic_status = 'ACTIVE' AND r.endpoint_url IS NOT NULL
 UNION ALL
 SELECT d.name, d.id, r.id, r.endpoint_url, 1.0, r.revision_id, v.number, true,
        CASE WHEN d.strategy_type = 'BLUE_GREEN' AND d.current_revision_id IS NOT NULL THEN d.shadow END,
-       d.rollout_epoch
+       d.rollout_epoch, d.seq
 FROM deployments d JOIN routes r ON r.deployment_id = d.id AND r.revision_id = d.deploying_revision_id
      JOIN revisions v ON v.id = r.revision_id
 WHERE d.lifecycle = 'DEPLOYING' AND r.status = 'HEALTHY' AND r.endpoint_url IS NOT NULL
-ORDER BY 8, 2, 3
+-- Oldest deployment first: where two projects' live deployments share a name, the oldest owns the path.
+ORDER BY 8, 11, 3
 
 -- name: share_within_revision
 -- The share a stopped route had goes to the ACTIVE routes of its revision; how many there were (0: none left).
@@ -710,11 +712,20 @@ WHERE webhook_id = :webhook_id AND seq < :before_seq
 ORDER BY seq DESC
 LIMIT :limit
 
+-- name: project_of_webhook_delivery
+-- The project of a delivery of a live webhook (who may act on it).
+SELECT w.project_id FROM webhook_deliveries q JOIN webhooks w ON w.id = q.webhook_id
+WHERE q.id = :id AND w.deleted_at IS NULL
+
 -- name: lock_webhook_delivery
--- A delivery of a live webhook, with the webhook's project (who may act on it).
-SELECT q.*, w.project_id FROM webhook_deliveries q JOIN webhooks w ON w.id = q.webhook_id
+-- A delivery of a live webhook, locked for the redelivery's transaction.
+SELECT q.* FROM webhook_deliveries q JOIN webhooks w ON w.id = q.webhook_id
 WHERE q.id = :id AND w.deleted_at IS NULL
 FOR UPDATE OF q
+
+-- name: notify_webhook_delivery
+-- Delivered at commit: wakes schedulers' delivery loops (store.notifications.WEBHOOK_CHANNEL).
+SELECT pg_notify('switchover_webhooks', CAST(:deployment_id AS text))
 
 -- name: redeliver_webhook_delivery
 -- A dead delivery goes back to the queue with its own id and a fresh count of attempts; being the oldest pending
@@ -838,3 +849,7 @@ WITH woken AS (
     RETURNING id
 )
 SELECT pg_notify('switchover_deployments', CAST(id AS text)) FROM woken  -- store.notifications.CHANNEL
+
+-- name: route_ids_of_revision
+-- Every route the revision ever had, stopped ones too: a metrics store keeps their series after they are gone.
+SELECT id FROM routes WHERE revision_id = :revision_id ORDER BY created_at, id

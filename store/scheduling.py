@@ -82,6 +82,10 @@ async def change_routes(
     if traffic:
         await db.fetch_all(QUERIES["route_traffic"], {"ids": list(traffic), "ratio": 1.0 / len(traffic)})
         await db.fetch_all(QUERIES["withdraw_traffic_except"], {"deployment_id": deployment.id, "ids": list(traffic)})
+    if terminate or traffic:
+        # A rolling step or a scale-down moves traffic without a state move: data planes follow it now, not at their
+        # next poll.
+        await deployment_state.notify(db, deployment.id)
 
 
 async def wait(db: Database, deployment: Deployment, *, until: datetime | None) -> None:

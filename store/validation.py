@@ -319,9 +319,11 @@ def check_metric_url(url: str | None, field: str) -> None:
     check_outbound_url(url, field)
 
 
-def check_outbound_url(url: str, field: str) -> None:
+def check_outbound_url(url: str, field: str, *, allow_loopback: bool = True) -> None:
     """A URL the scheduler will call (WEB checks, webhooks): http(s) with a host, and not a literal link-local or
-    unusable address; names are checked again, with the loopback setting, each time they are resolved."""
+    unusable address, nor a loopback one (or `localhost`) unless `allow_loopback` (SWITCHOVER_ALLOW_LOOPBACK_URLS,
+    where the caller knows it; where it does not, loopback is left to the scheduler's own setting). Every name is
+    checked again, with the scheduler's setting, each time it is resolved."""
     try:
         parsed = urlsplit(url)
         valid = len(url) <= 2048 and url.isprintable() and parsed.scheme in ("http", "https") and bool(parsed.hostname)
@@ -330,11 +332,11 @@ def check_outbound_url(url: str, field: str) -> None:
         valid = False
     if not valid:
         raise BadUserInput(f"{field} must be an http(s) URL, got {url[:80]!r}")
-    try:
-        address = ipaddress.ip_address(parsed.hostname or "")
-    except ValueError:
-        return  # a name: checked when the scheduler resolves it (loopback too: that is the scheduler's setting)
-    refusal = address_refusal(address, allow_loopback=True)
+    if parsed.username is not None or parsed.password is not None:
+        # The scheduler calls the address it vetted, not the URL as written: credentials in it would never be sent
+        # (and would be shown to everyone who may read the URL).
+        raise BadUserInput(f"{field} must not carry credentials (user:password@): they would never be sent")
+    refusal = host_refusal(parsed.hostname or "", allow_loopback=allow_loopback)
     if refusal:
         raise BadUserInput(f"{field} points at {refusal}")
 
@@ -349,15 +351,28 @@ def check_json_path(path: str | None, field: str) -> None:
         raise BadUserInput(f"{field} is not a JSONPath expression ({refused}): e.g. $.data.value") from None
 
 
+def host_refusal(host: str, *, allow_loopback: bool) -> str | None:
+    """Why a URL may not name this host as written, or None: a literal address is judged as itself; of names, only
+    `localhost` and its subdomains (loopback by definition, RFC 6761), the others when they are resolved."""
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return None if allow_loopback else f"the loopback name {host} (SWITCHOVER_ALLOW_LOOPBACK_URLS is off)"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return address_refusal(address, allow_loopback=allow_loopback)
+
+
 def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> str | None:
-    """Why a URL may not reach this address, or None (WEB checks, later webhooks); an IPv4 address written as IPv6
+    """Why a URL may not reach this address, or None (WEB checks, webhooks); an IPv4 address written as IPv6
     is judged as itself."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address.is_link_local:
         return f"the link-local address {address}, which is never allowed"
+    if address.is_loopback:  # before `is_reserved`, which ::1 also is (::/8)
+        return None if allow_loopback else f"the loopback address {address} (SWITCHOVER_ALLOW_LOOPBACK_URLS is off)"
     if address.is_unspecified or address.is_multicast or address.is_reserved:
         return f"the address {address}, which is no host to ask"
-    if address.is_loopback and not allow_loopback:
-        return f"the loopback address {address} (SWITCHOVER_ALLOW_LOOPBACK_URLS is off)"
     return None

@@ -131,7 +131,7 @@ async def project_of_delivery(db: Database, delivery_id: str) -> str | None:
     parsed = canonical_id(delivery_id)
     if parsed is None:
         return None
-    row = await db.fetch_one(QUERIES["lock_webhook_delivery"], {"id": parsed})
+    row = await db.fetch_one(QUERIES["project_of_webhook_delivery"], {"id": parsed})
     return None if row is None else str(row["project_id"])
 
 
@@ -146,7 +146,7 @@ async def redeliver(db: Database, delivery_id: str) -> WebhookDelivery:
                 f"webhook delivery {delivery_id} is {row['status']}: only a dead-lettered (DEAD) delivery is re-sent"
             )
         updated = await db.fetch_one(QUERIES["redeliver_webhook_delivery"], {"id": row["id"]})
-        await db.fetch_val(QUERIES["notify_change"], {"deployment_id": str(row["deployment_id"])})
+        await db.fetch_val(QUERIES["notify_webhook_delivery"], {"deployment_id": str(row["deployment_id"])})
     return _delivery(updated)
 
 

@@ -73,23 +73,25 @@ def create_app(settings: Settings, db: Database, *, tracer_provider: TracerProvi
         raise SystemExit("switchover: SWITCHOVER_JWT_SECRET must be at least 32 bytes (RFC 7518 for HS256)")
 
     prometheus = settings.prometheus_url is not None
+    loopback = settings.allow_loopback_urls  # webhook URLs naming loopback are refused at creation unless allowed
     tracer_provider = tracer_provider or configure("switchover")
 
     async def context_for_request(request: Request | WebSocket, data: Any) -> Context:
         plain_json = isinstance(request, Request)
         if secret is None:
-            return Context(db=db, principal=ANONYMOUS, plain_json=plain_json, prometheus=prometheus)
+            return Context(db=db, principal=ANONYMOUS, plain_json=plain_json, prometheus=prometheus,
+                           allow_loopback_urls=loopback)
         # Over a websocket the token may also come in the connection_init payload (browsers cannot set headers).
         params = request.scope.get(CONNECTION_PARAMS) or {}
         authorization = (
             request.headers.get("authorization") or params.get("authorization") or params.get("Authorization")
         )
         try:
-            return Context(
-                db=db, principal=principal_from(authorization, secret), plain_json=plain_json, prometheus=prometheus
-            )
+            return Context(db=db, principal=principal_from(authorization, secret), plain_json=plain_json,
+                           prometheus=prometheus, allow_loopback_urls=loopback)
         except Unauthenticated as refused:
-            return Context(db=db, principal=NOBODY, auth_error=refused, plain_json=plain_json, prometheus=prometheus)
+            return Context(db=db, principal=NOBODY, auth_error=refused, plain_json=plain_json, prometheus=prometheus,
+                           allow_loopback_urls=loopback)
 
     def keep_connection_params(websocket: WebSocket, payload: Any) -> None:
         websocket.scope[CONNECTION_PARAMS] = payload if isinstance(payload, dict) else {}

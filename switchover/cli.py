@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from switchover import operate
 from switchover import settings as settings_module
@@ -86,8 +87,10 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     exit_cleanly_on_sigterm(0)  # a SIGTERM before the scheduler loop runs: nothing started, a clean exit
     url = database_url(settings)
     _check_schema_or_exit(url)
-    # A connection per worker, plus the runtime's and the health checker's.
-    db = open_database(url, max_size=settings.scheduler_workers + 3, statement_timeout_ms=settings.statement_timeout_ms)
+    # A connection per worker of the lifecycle and the delivery loops, plus the runtime's and the health checker's.
+    db = open_database(
+        url, max_size=2 * settings.scheduler_workers + 3, statement_timeout_ms=settings.statement_timeout_ms
+    )
     asyncio.run(main(db, url, settings))
     return 0
 
@@ -95,12 +98,31 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from store.database import open_database
-    from switchover.proxy import Timeouts, create_proxy
-
     exit_cleanly_on_sigterm()
     url = database_url(settings)
     _check_schema_or_exit(url)
+    settings = dataclasses.replace(settings, database_url=url)
+    # httptools and uvloop when installed (they are dependencies): measured fastest (bench/b_proxy_machinery.py).
+    # The replica's own Date and Server headers pass through: uvicorn adds none of its own. Its proxy_headers would
+    # replace the peer's address by the caller's X-Forwarded-For, which the proxy must append to, not trust.
+    options: dict[str, Any] = dict(host=args.host, port=args.port, log_level="warning", http="auto", loop="auto",
+                                   server_header=False, date_header=False, proxy_headers=False)  # fmt: skip
+    if settings.proxy_workers == 1:
+        uvicorn.run(proxy_app(settings), **options)
+    else:  # each worker process builds its own proxy from the same environment
+        os.environ["DATABASE_URL"] = url  # the embedded database this process started, if it was one
+        uvicorn.run("switchover.cli:proxy_app", factory=True, workers=settings.proxy_workers, **options)
+    return 0
+
+
+def proxy_app(settings: Settings | None = None) -> Any:
+    """The `switchover proxy` application for `settings` (the environment's when None: a worker process)."""
+    from store.database import open_database
+    from switchover import tracing
+    from switchover.proxy import Timeouts, create_proxy
+
+    settings = settings or settings_module.from_environment()
+    url = database_url(settings)
     db = open_database(url, max_size=4, statement_timeout_ms=settings.statement_timeout_ms)
     proxy = create_proxy(
         db,
@@ -117,12 +139,7 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
             avoid=settings.proxy_avoid_seconds,
         ),
     )
-    # httptools and uvloop when installed (they are dependencies): measured fastest (bench/b_proxy_machinery.py).
-    # The replica's own Date and Server headers pass through: uvicorn adds none of its own. Its proxy_headers would
-    # replace the peer's address by the caller's X-Forwarded-For, which the proxy must append to, not trust.
-    uvicorn.run(proxy, host=args.host, port=args.port, log_level="warning", http="auto", loop="auto",
-                server_header=False, date_header=False, proxy_headers=False)  # fmt: skip
-    return 0
+    return tracing.traced(proxy, "switchover-proxy")  # a server span per request when OTEL_* is set; else the app
 
 
 def cmd_haproxy(settings: Settings, args: argparse.Namespace) -> int:

@@ -9,6 +9,13 @@ mirrors every request to it, its answers disagree with revision 2's, the pre-pro
 fails and it is rolled back before any caller saw it; the disagreements found are printed. Every process it started is
 stopped at the end, also on Ctrl-C.
 
+With `--dataplane haproxy` (`make run DATAPLANE=haproxy`) a real HAProxy carries the traffic instead: the demo starts
+it with the README's minimal configuration (written to a temporary directory, free ports), `switchover haproxy`
+keeping its servers and weights in step with the routes, and a Prometheus scraping HAProxy's own exporter, which the
+post-promotion analyses read (PROMETHEUS checks on the revision's servers, `{{routes}}`). Mirroring is the built-in
+proxy's feature: the shadow-traffic chapter still goes through `switchover proxy`, and says so. Without haproxy or
+prometheus installed it says so and runs the built-in proxy alone.
+
 A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the demo and its three services stop at
 once. Each service stops cleanly on it; the replicas, in sessions of their own, keep serving (a scheduler restart is
 no outage); the demo, whatever SIGINT disposition it inherited, cleans up, kills every replica of its run and exits.
@@ -18,10 +25,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -43,21 +53,30 @@ STOP_WAIT_SECONDS = 10  # for the services to exit after SIGTERM, before SIGKILL
 IDENTITY_FIELDS = ["$.image", "$.revision", "$.route", "$.shadow"]
 DRIFT_PERCENT = 5  # revision 4 flips this share of its predictions: health and success rate cannot tell
 REVIEWS = [b"great!", b"terrible service", b"works as promised", b"meh", b"would buy again", b"broke in a week"]
+DEPLOYMENT = "sentiment-demo"
+BUILTIN, HAPROXY = "builtin", "haproxy"
+# The share of non-5xx answers the revision's servers gave since HAProxy added them (their counters are the
+# revision's own: servers are named after its routes); no answer yet gives no number rather than 0/0.
+HAPROXY_ANSWERS = 'haproxy_server_http_responses_total{proxy="{{deployment}}", server=~"{{routes}}"'
+HAPROXY_SUCCESS_RATE = f'100 * (1 - sum({HAPROXY_ANSWERS}, code="5xx"}}) / (sum({HAPROXY_ANSWERS}}}) > 0))'
 
 
-def strategy(*, shadow: bool) -> dict[str, Any]:
-    """Blue-green; after each promotion an analysis of the success rate the proxy measures. With `shadow`, every
-    request is also mirrored to green, its answers compared as JSON without the identity fields, and it is promoted
-    only once 3 checks 2 s apart each saw at least 99 % of at least 100 requests mirrored in their interval agree."""
+def strategy(*, shadow: bool, dataplane: str = BUILTIN) -> dict[str, Any]:
+    """Blue-green; after each promotion an analysis of the success rate the data plane measures (the built-in proxy's
+    own count, or HAProxy's exporter read through Prometheus). With `shadow`, every request is also mirrored to green,
+    its answers compared as JSON without the identity fields, and it is promoted only once 3 checks 2 s apart each saw
+    at least 99 % of at least 100 requests mirrored in their interval agree."""
 
-    def analysis(name: str, query: str, minimum: float) -> dict[str, Any]:
-        metric: dict[str, Any] = {"name": name, "provider": "BUILTIN", "query": query, "min": minimum}
+    def analysis(name: str, query: str, minimum: float, provider: str = "BUILTIN") -> dict[str, Any]:
+        metric: dict[str, Any] = {"name": name, "provider": provider, "query": query, "min": minimum}
         return {"initialDelaySeconds": 2, "intervalSeconds": 2, "count": 3, "metrics": [metric]}
 
-    blue_green: dict[str, Any] = {
-        "scaleDownDelaySeconds": 5,
-        "postPromotionAnalysis": analysis("success-rate", "request-success-rate", 95),
-    }
+    success = (
+        analysis("success-rate", HAPROXY_SUCCESS_RATE, 95, "PROMETHEUS")
+        if dataplane == HAPROXY
+        else analysis("success-rate", "request-success-rate", 95)
+    )
+    blue_green: dict[str, Any] = {"scaleDownDelaySeconds": 5, "postPromotionAnalysis": success}
     if shadow:
         blue_green["shadow"] = {"percent": 100, "compare": "JSON", "ignoreFields": IDENTITY_FIELDS}
         agreement = analysis("shadow-agreement", "shadow-agreement-rate", 99)
@@ -90,10 +109,98 @@ def free_port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
-class Services:
-    """The subgraph, scheduler and proxy as child processes of this one."""
+def installed(name: str, debian_path: str) -> str | None:
+    return shutil.which(name) or (debian_path if os.access(debian_path, os.X_OK) else None)
 
-    def __init__(self, database_url: str, api_port: int, proxy_port: int) -> None:
+
+class HaproxyPlane:
+    """HAProxy with the README's minimal configuration for the demo deployment (and its exporter frontend), and a
+    Prometheus scraping that exporter every second, in a temporary directory of their own."""
+
+    def __init__(self, haproxy: str, prometheus: str, port: int) -> None:
+        # Short: a UNIX socket path must fit in 108 bytes.
+        self.directory = tempfile.mkdtemp(prefix="switchover-demo-")
+        self.socket = os.path.join(self.directory, "admin.sock")
+        self.port, self.metrics_port, self.prometheus_port = port, free_port(0), free_port(0)
+        config = os.path.join(self.directory, "haproxy.cfg")
+        with open(config, "w") as f:
+            f.write(f"""global
+    stats socket {self.socket} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    retries 3
+    option redispatch 1
+
+frontend models
+    bind 127.0.0.1:{port}
+    http-request set-var(req.deployment) path,field(2,/)
+    http-request set-path %[path,regsub(^/[^/]*/?,/)]
+    use_backend %[var(req.deployment)].preview if {{ req.hdr(x-switchover-preview) -m str 1 }}
+    use_backend %[var(req.deployment)]
+
+backend {DEPLOYMENT}
+    balance roundrobin
+backend {DEPLOYMENT}.preview
+    balance roundrobin
+
+frontend metrics
+    bind 127.0.0.1:{self.metrics_port}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+""")
+        scrape = os.path.join(self.directory, "prometheus.yml")
+        with open(scrape, "w") as f:
+            f.write(f"""global: {{scrape_interval: 1s, scrape_timeout: 1s}}
+scrape_configs: [{{job_name: haproxy, static_configs: [{{targets: ["127.0.0.1:{self.metrics_port}"]}}]}}]
+""")
+        self.haproxy = [haproxy, "-db", "-f", config]
+        self.prometheus = [
+            prometheus,
+            f"--config.file={scrape}",
+            f"--storage.tsdb.path={os.path.join(self.directory, 'data')}",
+            f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    def answers_counted(self) -> int:
+        """The answers HAProxy gave for the demo deployment, as its exporter counts them."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        pattern = rf'^haproxy_backend_http_responses_total\{{proxy="{re.escape(DEPLOYMENT)}",code="[^"]+"\}} (\S+)$'
+        return int(sum(float(n) for n in re.findall(pattern, text, re.M)))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def choose_dataplane(requested: str, proxy_port: int) -> HaproxyPlane | None:
+    """HAProxy when asked for and installed (with Prometheus, whose numbers the analyses read); None: the built-in
+    proxy alone."""
+    if requested != HAPROXY:
+        return None
+    haproxy, prometheus = installed("haproxy", "/usr/sbin/haproxy"), installed("prometheus", "/usr/bin/prometheus")
+    if haproxy is None or prometheus is None:
+        missing = " and ".join(n for n, path in (("haproxy", haproxy), ("prometheus", prometheus)) if path is None)
+        say(f"DATAPLANE=haproxy, but {missing} is not installed (Debian: apt-get install haproxy prometheus): "
+            "the built-in proxy carries the traffic instead")  # fmt: skip
+        return None
+    return HaproxyPlane(haproxy, prometheus, proxy_port)
+
+
+class Services:
+    """The subgraph, scheduler and proxy as child processes of this one (and HAProxy, `switchover haproxy` and
+    Prometheus with `plane`)."""
+
+    def __init__(self, database_url: str, api_port: int, proxy_port: int, plane: HaproxyPlane | None = None) -> None:
         self.run_id = uuid.uuid4().hex
         self.env = {
             **os.environ,
@@ -108,24 +215,48 @@ class Services:
         }
         self.api = f"http://127.0.0.1:{api_port}"
         self.proxy = f"http://127.0.0.1:{proxy_port}"
+        self.plane = plane
+        self.traffic = plane.url if plane else self.proxy  # where the demo's requests go (but for shadow traffic)
+        switchover = [sys.executable, "-m", "switchover"]
         self.commands = {
             # A demo on one machine: no tokens. Production sets SWITCHOVER_JWT_SECRET instead of --insecure.
-            "subgraph": ["serve", "--port", str(api_port), "--insecure"],
-            "scheduler": ["scheduler"],
-            "proxy": ["proxy", "--port", str(proxy_port)],
+            "subgraph": [*switchover, "serve", "--port", str(api_port), "--insecure"],
+            "scheduler": [*switchover, "scheduler"],
+            "proxy": [*switchover, "proxy", "--port", str(proxy_port)],
         }
+        if plane is not None:
+            self.proxy = f"http://127.0.0.1:{free_port(proxy_port + 1)}"  # HAProxy has the port asked for
+            self.commands["proxy"] = [*switchover, "proxy", "--port", self.proxy.rsplit(":", 1)[1]]
+            self.env["SWITCHOVER_PROMETHEUS_URL"] = plane.prometheus_url
+            # HAProxy first: `switchover haproxy` refuses to start without its runtime API.
+            self.commands = {
+                "haproxy": plane.haproxy,
+                "prometheus": plane.prometheus,
+                **self.commands,
+                "haproxy follower": [*switchover, "haproxy", "--socket", plane.socket],
+            }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, log_dir: str) -> None:
-        for name, args in self.commands.items():
-            with open(os.path.join(log_dir, f"{name}.log"), "ab") as log:
+        for name, command in self.commands.items():
+            if name == "haproxy follower" and self.plane is not None:
+                self.wait_for_runtime_api(self.plane.socket)
+            with open(os.path.join(log_dir, f"{name.replace(' ', '-')}.log"), "ab") as log:
                 self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "switchover", *args],
+                    command,
                     env=self.env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
                 )
+
+    def wait_for_runtime_api(self, path: str, within: float = 30) -> None:
+        deadline = time.monotonic() + within
+        while not os.path.exists(path):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"HAProxy did not open its runtime API within {within:.0f} s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """SIGTERM to each service, SIGKILL to any still running after `STOP_WAIT_SECONDS`, then SIGKILL to the
@@ -141,6 +272,8 @@ class Services:
                 process.kill()
                 process.wait()
         self.kill_leftover_replicas()
+        if self.plane is not None:
+            self.plane.remove()
 
     def kill_leftover_replicas(self) -> None:
         for process in psutil.process_iter():
@@ -164,6 +297,9 @@ class Demo:
         self.deployment_id: str | None = None
         self.shadowed: Counter[str] = Counter()  # answers the callers got while revision 4 was mirrored to
         self.shadow_stats: dict[str, Any] | None = None  # the last `shadowStats` seen while revision 4 deployed
+        self.dataplane = HAPROXY if services.plane is not None else BUILTIN
+        self.through = "HAProxy" if services.plane is not None else "the proxy"
+        self.sent_through_plane = 0  # requests the demo sent to the data plane (HAProxy or the built-in proxy)
 
     async def gql(self, query: str, **variables: Any) -> dict[str, Any]:
         response = await self.http.post(f"{self.services.api}/graphql", json={"query": query, "variables": variables})
@@ -174,7 +310,10 @@ class Demo:
 
     async def wait_until_up(self) -> None:
         deadline = time.monotonic() + 60
-        for url in (f"{self.services.api}/ready", f"{self.services.proxy}/health"):
+        urls = [f"{self.services.api}/ready", f"{self.services.proxy}/health"]
+        if self.services.plane is not None:
+            urls += [f"{self.services.plane.prometheus_url}/-/ready"]
+        for url in urls:
             while True:
                 self.services.check_alive()
                 with contextlib.suppress(httpx.HTTPError):
@@ -222,9 +361,11 @@ class Demo:
             seen[await self.predict()] += 1
         return seen
 
-    async def predict(self, body: bytes = b"great!") -> str:
+    async def predict(self, body: bytes = b"great!", *, through: str | None = None) -> str:
         try:
-            response = await self.http.post(f"{self.services.proxy}/sentiment-demo/v1/predict", content=body)
+            url = f"{through or self.services.traffic}/{DEPLOYMENT}/v1/predict"
+            self.sent_through_plane += through is None
+            response = await self.http.post(url, content=body)
         except httpx.HTTPError as exc:
             return f"failed ({type(exc).__name__})"
         if response.status_code != 200:
@@ -233,40 +374,56 @@ class Demo:
             return f"failed ({response.status_code})"
         return f"revision {response.json()['revision']}"
 
-    async def load(self, stop: asyncio.Event, seen: Counter[str], bodies: Sequence[bytes] = (b"great!",)) -> None:
+    async def load(
+        self,
+        stop: asyncio.Event,
+        seen: Counter[str],
+        bodies: Sequence[bytes] = (b"great!",),
+        *,
+        through: str | None = None,
+    ) -> None:
         n = 0
         while not stop.is_set():
-            seen[await self.predict(bodies[n % len(bodies)])] += 1
+            seen[await self.predict(bodies[n % len(bodies)], through=through)] += 1
             n += 1
 
     async def run(self) -> Counter[str]:
         await self.wait_until_up()
-        say(f"subgraph {self.services.api}/graphql, proxy {self.services.proxy}, scheduler with the process runtime")
+        plane = self.services.plane
+        if plane is None:
+            say(f"subgraph {self.services.api}/graphql, proxy {self.services.proxy}, scheduler with the process "
+                "runtime; data plane: the built-in proxy (switchover proxy)")  # fmt: skip
+        else:
+            say(f"subgraph {self.services.api}/graphql, scheduler with the process runtime; data plane: HAProxy at "
+                f"{plane.url} (servers and weights set by `switchover haproxy` through its runtime API, config in "
+                f"{plane.directory}); Prometheus at {plane.prometheus_url} scrapes HAProxy's exporter for the "
+                f"analyses; the built-in proxy at {self.services.proxy} only for the shadow-traffic chapter")  # fmt: skip
         old = await self.gql(
             "query($p: ID!) { deployments(projectId: $p, lifecycle: [PENDING, READY, DEPLOYING, DESTROYING]) "
             "{ edges { node { id name } } } }",
             p=PROJECT,
         )
         for edge in old["deployments"]["edges"]:
-            if edge["node"]["name"] == "sentiment-demo":  # left over from an interrupted run: its name must be free
+            if edge["node"]["name"] == DEPLOYMENT:  # left over from an interrupted run: its name must be free
                 say("retiring the sentiment-demo deployment an interrupted run left behind")
                 await self.retire(edge["node"]["id"], within=60)
         created = await self.gql(
             """mutation($p: ID!, $s: DeploymentStrategyInput!) { createDeployment(input: {projectId: $p,
                  name: "sentiment-demo", replicas: 2, strategy: $s}) { deployment { id } } }""",
             p=PROJECT,
-            s=strategy(shadow=False),
+            s=strategy(shadow=False, dataplane=self.dataplane),
         )
         self.deployment_id = created["createDeployment"]["deployment"]["id"]
+        measured = "HAProxy counts for the revision's servers (read from Prometheus)" if plane else "the proxy measures"
         say(f"created blue-green deployment sentiment-demo ({self.deployment_id}), 2 replicas; after each promotion "
-            "a post-promotion analysis checks the success rate the proxy measures (at least 95 %, 3 checks, 2 s "
+            f"a post-promotion analysis checks the success rate {measured} (at least 95 %, 3 checks, 2 s "
             "apart) and reverts the promotion by itself if it falls short")  # fmt: skip
 
         v1 = await self.add_revision("registry.local/sentiment:1.0", {})
         say("deploying revision 1 (first deploy: promoted as soon as both replicas are healthy)")
         await self.deploy(v1)
         await self.follow("READY")
-        say(f"10 requests through the proxy: {dict(await self.requests(10))}")
+        say(f"10 requests through {self.through}: {dict(await self.requests(10))}")
 
         v2 = await self.add_revision("registry.local/sentiment:2.0", {"REPLICA_START_DELAY_SECONDS": "1"})
         say("deploying revision 2 beside it: green replicas start without traffic")
@@ -309,8 +466,11 @@ class Demo:
             """mutation($d: ID!, $s: DeploymentStrategyInput!) { updateDeploymentStrategy(input: {deploymentId: $d,
                  strategy: $s}) { deployment { id } } }""",
             d=self.deployment_id,
-            s=strategy(shadow=True),
+            s=strategy(shadow=True, dataplane=self.dataplane),
         )
+        if self.services.plane is not None:
+            say(f"mirroring requests is the built-in proxy's feature, not HAProxy's: this chapter's requests go "
+                f"through switchover proxy at {self.services.proxy}")  # fmt: skip
         say(f"shadow traffic from now on: the proxy mirrors every request to a revision being deployed and compares "
             f"the answers as JSON (ignoring {', '.join(IDENTITY_FIELDS)}); a pre-promotion analysis demands at least "
             f"99 % agreement over at least 100 mirrored requests, 3 checks 2 s apart")  # fmt: skip
@@ -318,7 +478,7 @@ class Demo:
         say(f"deploying revision 4, whose model flips {DRIFT_PERCENT} % of its predictions: it answers every request "
             "with a 200, so health checks and the success rate cannot tell. Sending varied requests continuously…")  # fmt: skip
         stop = asyncio.Event()
-        load = asyncio.create_task(self.load(stop, self.shadowed, REVIEWS))
+        load = asyncio.create_task(self.load(stop, self.shadowed, REVIEWS, through=self.services.proxy))
         try:
             await self.deploy(v4)
             await self.follow("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
@@ -499,10 +659,14 @@ async def show(demo: Demo, args: argparse.Namespace) -> int:
     unseen = sum(n for answer, n in demo.shadowed.items() if answer != "revision 2")
     print(f"    {demo.shadowed['revision 2']} requests answered by revision 2 while revision 4 was mirrored to, "
           f"{unseen} otherwise")  # fmt: skip
+    plane = demo.services.plane
+    if plane is not None:  # the data plane's own count: the requests did go through HAProxy
+        print(f"    HAProxy answered {plane.answers_counted()} requests for {DEPLOYMENT} (its exporter's count); the "
+              f"demo sent {demo.sent_through_plane} through it")  # fmt: skip
     if failed or unseen:
         return 1
     if not args.exit:
-        print(EXPLORE.format(api=demo.services.api, proxy=demo.services.proxy, id=demo.deployment_id), flush=True)
+        print(EXPLORE.format(api=demo.services.api, proxy=demo.services.traffic, id=demo.deployment_id), flush=True)
         while True:  # a service stopped under the demo (killed, or the group's SIGINT) ends it too
             demo.services.check_alive()
             await asyncio.sleep(0.5)
@@ -531,7 +695,8 @@ def cancel_on_signals(task: asyncio.Task[int]) -> list[int]:
 async def main_async(args: argparse.Namespace, settings: Settings, url: str) -> int:
     log_dir = os.path.join(str(settings.data_dir), "logs")
     os.makedirs(log_dir, exist_ok=True)
-    services = Services(url, free_port(args.api_port), free_port(args.proxy_port))
+    proxy_port = free_port(args.proxy_port)
+    services = Services(url, free_port(args.api_port), proxy_port, choose_dataplane(args.dataplane, proxy_port))
     demo = Demo(services)
     shown = asyncio.create_task(show(demo, args))
     received = cancel_on_signals(shown)
@@ -559,8 +724,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="A live blue-green rollout on one machine.")
     parser.add_argument("--exit", action="store_true", help="stop after the summary instead of waiting for Ctrl-C")
     parser.add_argument("--api-port", type=int, default=8000)
-    parser.add_argument("--proxy-port", type=int, default=8080)
+    parser.add_argument("--proxy-port", type=int, default=8080, help="the data plane's port")
+    parser.add_argument(
+        "--dataplane",
+        choices=(BUILTIN, HAPROXY),
+        default=os.environ.get("DATAPLANE") or BUILTIN,
+        help="what carries the traffic: the built-in proxy, or HAProxy when installed (default: $DATAPLANE or builtin)",
+    )
     args = parser.parse_args()
+    if args.dataplane not in (BUILTIN, HAPROXY):  # a default from $DATAPLANE is not checked against `choices`
+        parser.error(f"DATAPLANE must be {BUILTIN} or {HAPROXY}, not {args.dataplane!r}")
     cli.exit_cleanly_on_sigterm()  # until the event loop handles it (cancel_on_signals)
     try:
         settings = from_environment()

@@ -57,6 +57,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from store import notifications, replicas, traffic
 from store.models import ShadowSpec
+from switchover import tracing
 from switchover.proxy_headers import end_to_end, forwarded, value_of
 from switchover.shadow_compare import Answer, Comparer
 from switchover.traffic_counts import TrafficCounts
@@ -132,7 +133,9 @@ class TrafficTable:
                 log.warning("traffic table not reloaded, the last one is kept: %s", exc)
 
     def avoid(self, destination: replicas.Destination) -> None:
-        self.avoided[destination.route_id] = time.monotonic() + self.avoid_seconds
+        now = time.monotonic()
+        self.avoided = {route: until for route, until in self.avoided.items() if until > now}  # routes that went away
+        self.avoided[destination.route_id] = now + self.avoid_seconds
 
     def pick(
         self, name: str, *, preview: bool = False, exclude: set[str] | frozenset[str] = frozenset()
@@ -178,6 +181,7 @@ class Shadowing:
     comparer: Comparer
     green: replicas.Destination
     body: bytes = b""
+    held: bool = True  # one of the forwarder's `shadow_max_in_flight` places, until the copy is sent or given up
 
 
 class ProxyApp:
@@ -218,6 +222,9 @@ class Forwarder:
         # nothing more; the bound is for large (streamed) ones.
         self.shadow_max_answer = max(shadow_max_body, SMALL_ANSWER)
         self.mirrors: set[asyncio.Task[None]] = set()  # copies in flight
+        # Requests picked for mirroring whose copy is not yet in flight: their body (and soon blue's answer) is held
+        # in memory, so they take a place within `shadow_max_in_flight` from the moment they are picked.
+        self.picked = 0
         self.session: aiohttp.ClientSession | None = None
         self.mirror_session: aiohttp.ClientSession | None = None
 
@@ -254,6 +261,16 @@ class Forwarder:
             self.counts.count(name, destination, status, time.perf_counter() - started)
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, name: str, rest: bytes) -> None:
+        held: list[Shadowing] = []  # the place a request picked for mirroring holds is given back however it ends
+        try:
+            await self._forward(scope, receive, send, name, rest, held)
+        finally:
+            for shadowing in held:
+                self.release(shadowing)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, name: str, rest: bytes, held: list[Shadowing]
+    ) -> None:
         started = time.perf_counter()
         headers = end_to_end(scope["headers"], also=NOT_FORWARDED)
         client = scope.get("client")
@@ -264,14 +281,16 @@ class Forwarder:
         has_body = (length is not None and length != b"0") or chunked
         size = int(length) if length is not None and length.isdigit() else None
         shadowing = self.shadowing(name, preview)
+        if shadowing is not None:
+            held.append(shadowing)
         if shadowing is not None and has_body and (size is None or size > self.shadow_max_body):
             self.counts.skipped(name, shadowing.green, "body_too_large")  # unknown or too large: streamed
             shadowing = None
         whole: bytes | None = None  # a body read before sending: it can be sent again (a retry, a shadow copy)
         if has_body and size is not None and (size <= SMALL_BODY or shadowing is not None):
             try:
-                whole = await read_all(receive)
-            except CallerGone:
+                whole = await read_all(receive, self.timeouts.idle)
+            except (CallerGone, TimeoutError):  # gone, or too slow to send a small body: nobody to answer
                 return
         if shadowing is not None and whole is not None:
             shadowing.body = whole
@@ -281,6 +300,7 @@ class Forwarder:
         body = RequestBody(receive, self.timeouts.idle, self.timeouts.first_byte) if streamed else None
         loop = asyncio.get_running_loop()
         outgoing = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+        tracing.inject(outgoing)  # the replica continues the proxy's span, not the caller's (a flag read when off)
 
         tried: set[str] = set()
         destination: replicas.Destination | None = None
@@ -453,7 +473,18 @@ class Forwarder:
         if comparer is None or preview or random.random() * 100 >= comparer.spec.percent:
             return None
         green = self.table.pick(name, preview=True)
-        return Shadowing(comparer, green) if green is not None else None
+        if green is None:
+            return None
+        if len(self.mirrors) + self.picked >= self.shadow_max_in_flight:
+            self.counts.skipped(name, green, "too_many_in_flight")
+            return None
+        self.picked += 1
+        return Shadowing(comparer, green)
+
+    def release(self, shadowing: Shadowing) -> None:
+        if shadowing.held:
+            shadowing.held = False
+            self.picked -= 1
 
     def mirror(
         self,
@@ -466,10 +497,8 @@ class Forwarder:
         answer: Answer,
     ) -> None:
         green = shadowing.green
+        self.release(shadowing)  # its place passes to the copy's task, counted in `mirrors`
         if green.revision_id == blue.revision_id:
-            return
-        if len(self.mirrors) >= self.shadow_max_in_flight:
-            self.counts.skipped(name, green, "too_many_in_flight")
             return
         copy = Copy(scope["method"], target.decode("latin-1"), shadowing.body, CIMultiDict(headers))
         copy.headers[SHADOW_HEADER] = "1"
@@ -581,10 +610,12 @@ class CallerWatch:
         owner.cancel()
 
 
-async def read_all(receive: Receive) -> bytes:
+async def read_all(receive: Receive, idle: float) -> bytes:
+    """A small body, each part within `idle` seconds (TimeoutError otherwise)."""
     parts = []
     while True:
-        message = await receive()
+        async with asyncio.timeout(idle):
+            message = await receive()
         if message["type"] == "http.disconnect":
             raise CallerGone()
         parts.append(message.get("body", b""))

@@ -77,6 +77,9 @@ class Settings:
     proxy_idle_timeout: float = 60.0
     proxy_avoid_seconds: float = 5.0
     proxy_refresh_seconds: float = 1.0
+    # `switchover proxy` processes sharing its port (the kernel spreads connections among them): one per core to
+    # use them all; each keeps its own routing table, pool and counts.
+    proxy_workers: int = 1
     # WEB metric checks may reach loopback addresses (tests, one-machine setups); link-local never.
     allow_loopback_urls: bool = False
     # `switchover proxy` shadow copies (SPEC §6): how long green may take to answer one (then it is a green error),
@@ -136,6 +139,7 @@ def from_environment() -> Settings:
         proxy_idle_timeout=_float("SWITCHOVER_PROXY_IDLE_TIMEOUT", 60.0),
         proxy_avoid_seconds=_float("SWITCHOVER_PROXY_AVOID_SECONDS", 5.0),
         proxy_refresh_seconds=_float("SWITCHOVER_PROXY_REFRESH_SECONDS", 1.0),
+        proxy_workers=_whole("SWITCHOVER_PROXY_WORKERS", 1),
         allow_loopback_urls=_flag("SWITCHOVER_ALLOW_LOOPBACK_URLS", False),
         shadow_timeout_seconds=_float("SWITCHOVER_SHADOW_TIMEOUT_SECONDS", 10.0),
         shadow_max_body_bytes=_whole("SWITCHOVER_SHADOW_MAX_BODY_BYTES", 1_000_000),

@@ -33,7 +33,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 from starlette.types import ASGIApp
@@ -44,6 +44,9 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_
 INSTRUMENTATION = "switchover"
 
 _configured: TracerProvider | None = None  # the process's provider, once `configure` made it
+# Set once `server` traced an app: until then no request can have a span, so `inject` (on the proxy's path for
+# every request) costs one read of this instead of a context lookup.
+_serving = False
 
 
 def enabled(environ: Mapping[str, str] = os.environ) -> bool:
@@ -119,9 +122,23 @@ def uninstrument_sql() -> None:
 def server(app: ASGIApp, provider: TracerProvider | None) -> ASGIApp:
     """`app` with an HTTP server span per request, continuing the caller's `traceparent`; `app` itself when off.
     The per-message `send`/`receive` spans are left out: a response has a few of them and they say nothing."""
+    global _serving
     if provider is None:
         return app
-    return OpenTelemetryMiddleware(app, tracer_provider=provider, exclude_spans=["receive", "send"])
+    _serving = True
+    return OpenTelemetryMiddleware(app, tracer_provider=provider, exclude_spans=["receive", "send"],
+                                   server_request_hook=without_query)  # fmt: skip
+
+
+def without_query(span: Span, scope: dict[str, Any]) -> None:
+    """A request's span keeps its path, not its query: inference calls put API keys and tokens there."""
+    attributes = getattr(span, "attributes", None) or {}
+    for key in ("http.url", "http.target", "url.full"):
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            span.set_attribute(key, value.partition("?")[0])
+    if attributes.get("url.query"):
+        span.set_attribute("url.query", "")
 
 
 def traced(app: ASGIApp, service_name: str) -> ASGIApp:
@@ -132,8 +149,9 @@ def traced(app: ASGIApp, service_name: str) -> ASGIApp:
 
 def inject(headers: MutableMapping[str, str]) -> None:
     """The current span's `traceparent` into the headers of an outgoing request (the proxy's, to a replica), in
-    place of the caller's: the replica's spans then hang under the proxy's. Nothing unless a span is recording."""
-    if trace.get_current_span().is_recording():
+    place of the caller's: the replica's spans then hang under the proxy's. Nothing unless a span is recording; with
+    tracing off (no app traced), a single flag read."""
+    if _serving and trace.get_current_span().is_recording():
         propagate.inject(headers)
 
 
@@ -171,7 +189,7 @@ def identifying_arguments(arguments: dict[str, Any], info: GraphQLResolveInfo) -
     return {
         name: value
         for name, value in arguments.items()
-        if (name == "id" or name.endswith("Id") or name == "first") and isinstance(value, str | int)
+        if (name == "id" or name.endswith("_id") or name == "first") and isinstance(value, str | int)
     }
 
 

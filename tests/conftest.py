@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,6 +18,13 @@ from switchover.settings import Settings
 
 # The machine's PostgreSQL; tests create and drop their own databases on it.
 SERVER_URL = os.environ.get("SWITCHOVER_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Replicas run in sessions of their own (they outlive a scheduler), so a run killed by SIGTERM (a CI timeout, a
+    # job stopped) left the current test's replicas serving: SIGTERM now stops the run as Ctrl-C does, through the
+    # fixtures' teardown (the `machine` fixture kills the replicas it started).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def url_of(database: str) -> str:

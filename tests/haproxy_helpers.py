@@ -31,11 +31,26 @@ def ensure_haproxy() -> None:
     debian.ensure(["haproxy"], provides=[HAPROXY], why="the HAProxy data plane tests")
 
 
-def config(socket: Path, port: int, names: Sequence[str], *, balance: str = "roundrobin", level: str = "admin") -> str:
-    """The README's haproxy.cfg, with a backend and a preview backend per deployment name."""
+def config(
+    socket: Path,
+    port: int,
+    names: Sequence[str],
+    *,
+    balance: str = "roundrobin",
+    level: str = "admin",
+    metrics_port: int | None = None,
+) -> str:
+    """The README's haproxy.cfg, with a backend and a preview backend per deployment name, and with `metrics_port`
+    its Prometheus exporter frontend."""
     backends = "".join(
         f"\nbackend {backend}\n    balance {balance}\n" for name in names for backend in (name, name + PREVIEW_SUFFIX)
     )
+    if metrics_port is not None:
+        backends += f"""
+frontend metrics
+    bind 127.0.0.1:{metrics_port}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+"""
     return f"""global
     stats socket {socket} mode 600 level {level}
 
@@ -61,14 +76,23 @@ class Haproxy:
     and port, as an operator's restart would."""
 
     def __init__(
-        self, directory: Path, names: Sequence[str], *, balance: str = "roundrobin", level: str = "admin"
+        self,
+        directory: Path,
+        names: Sequence[str],
+        *,
+        balance: str = "roundrobin",
+        level: str = "admin",
+        metrics: bool = False,
     ) -> None:
         ensure_haproxy()
         self.directory = directory
         self.socket = directory / "admin.sock"
         self.port = free_port()
+        self.metrics_port = free_port() if metrics else None  # its exporter's /metrics, for Prometheus to scrape
         self.config = directory / "haproxy.cfg"
-        self.config.write_text(config(self.socket, self.port, names, balance=balance, level=level))
+        self.config.write_text(
+            config(self.socket, self.port, names, balance=balance, level=level, metrics_port=self.metrics_port)
+        )
         self.log = directory / "haproxy.log"
         self.api = RuntimeApi(str(self.socket), timeout=2)
         self.process: subprocess.Popen[bytes] | None = None
@@ -116,11 +140,11 @@ class Haproxy:
 
 @asynccontextmanager
 async def running_haproxy(
-    names: Sequence[str], *, balance: str = "roundrobin", level: str = "admin"
+    names: Sequence[str], *, balance: str = "roundrobin", level: str = "admin", metrics: bool = False
 ) -> AsyncIterator[Haproxy]:
     # A short directory of its own: a UNIX socket path must fit in 108 bytes, which pytest's tmp_path may not.
     directory = Path(tempfile.mkdtemp(prefix="haproxy-"))
-    haproxy = Haproxy(directory, names, balance=balance, level=level)
+    haproxy = Haproxy(directory, names, balance=balance, level=level, metrics=metrics)
     try:
         await haproxy.start()
         yield haproxy
@@ -172,11 +196,13 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 @asynccontextmanager
-async def haproxy_plane(database_url: str, names: list[str], *, resync_seconds: float = 1.0) -> AsyncIterator[Plane]:
+async def haproxy_plane(
+    database_url: str, names: list[str], *, resync_seconds: float = 1.0, metrics: bool = False
+) -> AsyncIterator[Plane]:
     """HAProxy with a backend (and a preview backend) per name, and `switchover haproxy` filling them from the
     database; yields once the follower has synced in full (and listens for changes), and stops both at the end,
-    whatever happened."""
-    async with running_haproxy(names) as haproxy:
+    whatever happened. `metrics`: with the exporter frontend too (`haproxy.metrics_port`)."""
+    async with running_haproxy(names, metrics=metrics) as haproxy:
         log = haproxy.directory / "switchover-haproxy.log"
         follower = start_follower(database_url, haproxy.socket, log, resync_seconds=resync_seconds)
         try:

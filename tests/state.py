@@ -4,7 +4,18 @@ from typing import Any
 
 from databases import Database
 
-TABLES = ("deployments", "revisions", "routes", "deployment_history")
+TABLES = (
+    "deployments",
+    "revisions",
+    "routes",
+    "deployment_history",
+    # Governance and notifications (0008, 0009): a refused operation approves, freezes and notifies nothing either
+    # (deliveries are written by a trigger on history, so they also prove no history row came and went).
+    "approvals",
+    "freeze_windows",
+    "webhooks",
+    "webhook_deliveries",
+)
 
 
 async def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:

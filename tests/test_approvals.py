@@ -294,3 +294,14 @@ async def test_approve_from_the_command_line_and_status_shows_who_approved(scena
     code, out = await test_operate.switchover("status", name, url=api)
     assert code == 0 and "approvals: 1 of 2: anonymous (ship it)" in out, out
     assert "promotion waits for 1 more" in out
+
+
+async def test_a_canarys_required_approvals_are_set_and_read_through_the_api(client: httpx.AsyncClient) -> None:
+    created = await data(
+        client,
+        """mutation { createDeployment(input: {projectId: "6f1c2a7e-0d4b-4f7e-9a51-3c0e8d2b9a10", name: "ranker",
+           replicas: 1, strategy: {type: CANARY, canary: {requiredApprovals: 2,
+           steps: [{setWeight: 50}, {pause: {}}, {setWeight: 100}]}}})
+           { deployment { strategy { canary { requiredApprovals } } } } }""",
+    )
+    assert created["createDeployment"]["deployment"] == {"strategy": {"canary": {"requiredApprovals": 2}}}

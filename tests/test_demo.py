@@ -142,3 +142,39 @@ def test_ctrl_c_stops_the_demo_and_every_process_it_started(
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+
+
+def test_dataplane_haproxy_runs_the_story_through_a_real_haproxy_and_its_metrics(
+    database_url: str, tmp_path: Path
+) -> None:
+    from tests.haproxy_helpers import ensure_haproxy
+    from tests.prometheus_helpers import ensure_prometheus
+
+    ensure_haproxy()
+    ensure_prometheus()
+    marker = uuid.uuid4().hex
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "switchover.demo", "--exit", "--api-port", "0", "--proxy-port", "0"],
+            env=demo_env(tmp_path, marker, DATABASE_URL=database_url, DATAPLANE="haproxy"),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+        out = result.stdout
+        assert result.returncode == 0, out + result.stderr
+        [directory] = re.findall(r"data plane: HAProxy at http://127\.0\.0\.1:\d+ .*config in (\S+)\);", out)
+        assert "10 requests through HAProxy: {'revision 1': 10}" in out
+        # The analyses read HAProxy's per-server counts through Prometheus: revision 2 passes, revision 3 fails
+        assert "analysis of revision 2: success-rate pass: Prometheus answered 100" in out
+        assert re.search(r"analysis of revision 3: success-rate FAIL: Prometheus answered (7|8)\d", out), out
+        assert "REVERTED to revision 2 by itself" in out and " 0 failed during the promotions" in out
+        # Shadow traffic: through the built-in proxy, which says so
+        assert "this chapter's requests go through switchover proxy" in out and "revision 4 was ROLLED BACK" in out
+        # Every request the demo sent to the data plane, HAProxy answered
+        [(answered, sent)] = re.findall(r"HAProxy answered (\d+) requests for sentiment-demo .* sent (\d+)", out)
+        assert int(answered) == int(sent) > 100
+        assert started_by(marker) == [] and not Path(directory).exists()
+    finally:
+        kill_all(marker)

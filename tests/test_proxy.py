@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import httpx
+import psutil
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -197,3 +198,31 @@ async def test_a_route_refusing_connections_costs_no_request_and_headers_follow_
     assert got["authorization"] == "Bearer t"
     assert not {"x-hop", "keep-alive", "te", "proxy-authorization"} & set(got)
     assert "x-upstream-hop" not in answers[0].headers and answers[0].headers["x-end"] == "yes"
+
+
+async def test_with_two_workers_two_proxy_processes_share_the_port_and_each_follows_the_table(
+    scenario: Scenario, database_url: str
+) -> None:
+    # Given a READY deployment whose one route answers
+    await scenario.given_deployment(replicas=1, strategy=blue_green())
+    name = (await scenario.deployment()).name
+    await scenario.deploy()
+    await scenario.tick()
+    async with serving(echo_app()) as echo:
+        [route] = await scenario.live_routes(revision=1)
+        await route_health.report_route_health(scenario.db, route.id, RouteStatus.HEALTHY, endpoint_url=echo,
+                                               actor="orchestrator")  # fmt: skip
+        await scenario.tick()
+
+        # When `switchover proxy` runs with SWITCHOVER_PROXY_WORKERS=2
+        plane = builtin_proxy(database_url, env={"SWITCHOVER_PROXY_WORKERS": "2"})
+        async with plane as p, httpx.AsyncClient(timeout=10) as client:
+            children = psutil.Process(p.process.pid).children()  # type: ignore[attr-defined]
+            # uvicorn's workers are spawned processes (multiprocessing also starts a resource tracker of its own)
+            workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+
+            # Then two worker processes serve, and every request on fresh connections is answered by the route
+            answers = [await client.get(f"{p.url_for(name)}/x", headers={"connection": "close"}) for _ in range(40)]
+
+    assert len(workers) == 2
+    assert {(a.status_code, a.headers["x-switchover-route"]) for a in answers} == {(200, route.id)}

@@ -1,7 +1,7 @@
 """OpenTelemetry tracing: GraphQL operations continue the caller's trace with resolver and SQL spans under them, the
-scheduler makes one span per claimed deployment, the proxy's helper traces requests, a trace started by
-`@apollo/gateway` continues into the subgraph's spans over real OTLP export, and with no OTEL_* setting nothing of
-it is installed."""
+scheduler makes one span per claimed deployment, `switchover proxy` continues the caller's trace and hands its own
+span on to the replica, a trace started by `@apollo/gateway` continues into the subgraph's spans over real OTLP
+export, and with no OTEL_* setting nothing of it is installed."""
 
 import asyncio
 import gzip
@@ -29,18 +29,22 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from scheduler.runner import run_once
+from store import route_health
 from store.database import open_database
+from store.models import RouteStatus
 from switchover import tracing
 from switchover.app import create_app
 from switchover.settings import Settings
 from tests import tokens
 from tests.conftest import create_database, drop_database, url_of
+from tests.dataplanes import builtin_proxy
 from tests.graphql import CREATE, data, deployment_input
-from tests.scenario import Scenario
+from tests.live_server import serving
+from tests.scenario import Scenario, blue_green
 
 ROOT = Path(__file__).resolve().parent.parent
 FEDERATION = ROOT / "federation"
@@ -400,3 +404,48 @@ def test_the_scheduler_process_exports_a_span_per_claimed_deployment(database_ur
     assert steps[0]["service"] == "switchover-scheduler"
     assert steps[0]["attributes"]["switchover.deployment.id"] == deployment_id
     assert all(s["parent_span_id"] for s in collector.received() if s["name"] != "scheduler.step")  # no lone SQL
+
+
+def replica_answering_its_traceparent() -> Starlette:
+    async def answer(request: Request) -> JSONResponse:
+        return JSONResponse({"traceparent": request.headers.get("traceparent")})
+
+    return Starlette(routes=[Route("/{rest:path}", answer, methods=["GET", "POST"])])
+
+
+async def test_the_proxy_process_continues_the_callers_trace_and_the_replica_continues_the_proxys_span(
+    scenario: Scenario, database_url: str
+) -> None:
+    await scenario.given_deployment(replicas=1, strategy=blue_green())
+    name = (await scenario.deployment()).name
+    await scenario.deploy()
+    await scenario.tick()
+    with Collector() as collector:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        async with (
+            serving(replica_answering_its_traceparent()) as replica,
+            builtin_proxy(database_url, env=env) as plane,
+            httpx.AsyncClient(timeout=10) as client,
+        ):
+            [route] = await scenario.live_routes(revision=1)
+            await route_health.report_route_health(scenario.db, route.id, RouteStatus.HEALTHY, endpoint_url=replica,
+                                                   actor="orchestrator")  # fmt: skip
+            await scenario.tick()
+            assert await scenario.state() == "READY"
+            url = f"{plane.url_for(name)}/v1/predict"
+            deadline = time.monotonic() + 10
+            while (await client.post(url, content=b"x")).status_code != 200:  # until the proxy follows the change
+                assert time.monotonic() < deadline
+
+            answer = await client.post(f"{url}?token=do-not-trace", content=b"x", headers={"traceparent": TRACEPARENT})
+
+            deadline = time.monotonic() + 30
+            while not (proxy_spans := [s for s in collector.received() if s["trace_id"] == TRACE_ID]):
+                assert time.monotonic() < deadline, collector.received()
+                await asyncio.sleep(0.05)
+
+    assert answer.status_code == 200
+    [span] = proxy_spans  # the proxy's server span, child of the caller's
+    assert span["service"] == "switchover-proxy" and span["parent_span_id"] == CALLER_SPAN_ID
+    assert answer.json()["traceparent"] == f"00-{TRACE_ID}-{span['span_id']}-01"
+    assert "do-not-trace" not in str(span["attributes"])  # query strings carry credentials

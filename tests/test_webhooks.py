@@ -28,12 +28,15 @@ from scheduler.providers import Providers
 from scheduler.runner import run_once
 from scheduler.table import TRANSITIONS
 from store import deployments, webhooks
+from store.errors import BadUserInput
 from store.models import HISTORY_PHASES, RouteStatus, WebhookDeliveryStatus
+from store.validation import check_outbound_url
 from switchover.app import create_app
 from switchover.settings import Settings
 from tests.graphql import data, error_code, gql
 from tests.live_server import serving
 from tests.scenario import Scenario, blue_green
+from tests.state import snapshot
 from tests.tokens import SECRET, bearer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +112,12 @@ class Receiver:
     def first_seen_order(self) -> list[str]:
         """History ids in the order their deliveries first arrived (duplicates of a retried id dropped)."""
         return list(dict.fromkeys(r.payload["history"]["id"] for r in self.requests))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """The API of these tests, as their scheduler, may name the receivers they serve on loopback."""
+    return Settings(database_url=database_url, insecure=True, introspection=True, allow_loopback_urls=True)
 
 
 @pytest.fixture
@@ -356,6 +365,49 @@ async def test_a_scheduler_killed_mid_delivery_loses_nothing_and_resends_with_th
     assert all(r.signed_with(WEBHOOK_SECRET) for r in receiver.requests)
 
 
+async def test_a_receiver_that_never_answers_holds_up_no_rollout_of_the_scheduler_process(
+    db: Any, database_url: str, tmp_path: Path
+) -> None:
+    # Given a receiver that never answers, with a delivery waiting for each of 8 deployments (each attempt waits out
+    # the 5 s timeout; together, more than the scheduler's workers can post at once)
+    project = str(uuid.uuid4())
+    never = asyncio.Event()
+
+    async def hang(request: Request) -> Response:
+        await never.wait()
+        return Response("too late")
+
+    async with serving(Starlette(routes=[Route("/hook", hang, methods=["POST"])])) as url:
+        await webhooks.create(db, project_id=project, url=f"{url}/hook", events=[], secret=WEBHOOK_SECRET,
+                              actor="alice")  # fmt: skip
+        for n in range(8):
+            await new_deployment(db, project, name=f"stuck-{n}")
+        scheduler = scheduler_process(database_url, tmp_path / "scheduler.log")
+        try:
+            # When a deployment is rolled out meanwhile
+            s = await new_deployment(db, str(uuid.uuid4()))
+            started = time.monotonic()
+            await s.deploy()
+
+            async def routes_created() -> bool:
+                return bool(await s.live_routes())
+
+            await until(routes_created, within=30)
+            await s.healthy()
+
+            async def ready() -> bool:
+                return await s.state() == "READY"
+
+            await until(ready, within=30)
+
+            # Then it went through as if no webhook waited: well within one delivery attempt's timeout
+            assert time.monotonic() - started < sender.TIMEOUT_SECONDS, await s.history()
+        finally:
+            never.set()
+            scheduler.send_signal(signal.SIGTERM)
+            assert scheduler.wait(timeout=15) == 0
+
+
 def scheduler_process(database_url: str, log: Path) -> subprocess.Popen[bytes]:
     """`switchover scheduler` as its own process, allowed to post to the loopback receiver."""
     env = {**os.environ, "DATABASE_URL": database_url, "SWITCHOVER_POLL_INTERVAL": "0.1",
@@ -374,6 +426,7 @@ def scheduler_process(database_url: str, log: Path) -> subprocess.Popen[bytes]:
         ({"secret": "too-short"}, "secret"),
         ({"url": "ftp://hooks.test/a"}, "url"),
         ({"url": "http://169.254.169.254/latest"}, "url"),
+        ({"url": "https://user:secret@hooks.test/a"}, "url"),
         ({"url": "not a url"}, "url"),
         ({"projectId": "nope"}, "projectId"),
     ],
@@ -386,6 +439,37 @@ async def test_bad_webhook_input_is_refused_naming_the_field_and_nothing_is_writ
     assert error_code(body) == "BAD_USER_INPUT"
     assert body["errors"][0]["message"].startswith(field)
     assert await db.fetch_val("SELECT count(*) FROM webhooks") == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/hook", "http://127.9.9.9/hook", "http://[::1]/hook", "http://[::ffff:127.0.0.1]/hook",
+     "http://localhost/hook", "https://LOCALHOST./hook", "http://api.localhost:8080/hook"],
+)  # fmt: skip
+def test_a_url_written_with_a_loopback_address_or_localhost_is_refused_unless_loopback_is_allowed(url: str) -> None:
+    with pytest.raises(BadUserInput, match=r"^url points at the loopback .*\(SWITCHOVER_ALLOW_LOOPBACK_URLS is off\)$"):
+        check_outbound_url(url, "url", allow_loopback=False)
+    check_outbound_url(url, "url", allow_loopback=True)  # ::1 included: it is also "reserved", and still allowed
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://[fe80::1]/hook"])
+def test_a_link_local_url_is_refused_even_when_loopback_is_allowed(url: str) -> None:
+    with pytest.raises(BadUserInput, match="link-local"):
+        check_outbound_url(url, "url", allow_loopback=True)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://[::1]:9/hook", "http://localhost:9/hook"])
+async def test_a_loopback_webhook_url_is_refused_at_creation_when_the_setting_is_off_and_nothing_is_written(
+    db: Any, database_url: str, url: str
+) -> None:
+    app = create_app(Settings(database_url=database_url, insecure=True, allow_loopback_urls=False), db)
+    before = await snapshot(db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as strict:
+        body = await gql(strict, CREATE_WEBHOOK, {"input": {"projectId": str(uuid.uuid4()), "url": url,
+                                                            "secret": WEBHOOK_SECRET}})  # fmt: skip
+    assert error_code(body) == "BAD_USER_INPUT"
+    assert body["errors"][0]["message"].startswith("url points at the loopback")
+    assert await snapshot(db) == before
 
 
 @pytest.fixture

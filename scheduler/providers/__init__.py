@@ -72,7 +72,7 @@ class Providers:
         if check.provider is MetricProvider.BUILTIN:
             return await builtin.measure(db, check.query or "", target, min_requests=check.min_requests)
         if check.provider is MetricProvider.PROMETHEUS:
-            return await prometheus.measure(self.http, self.prometheus_url, check.query or "", target)
+            return await prometheus.measure(self.http, self.prometheus_url, check.query or "", target, db=db)
         return await web.measure(
             self.http, check.url or "", check.json_path, target, allow_loopback=self.allow_loopback
         )

@@ -2,7 +2,10 @@
 number.
 
 Placeholders. `{{deployment}}`, `{{revision}}` and `{{project}}` in the query are replaced by the target's deployment
-name, revision number and project id in one pass over the query as written (a substituted value is never scanned
+name, revision number and project id, and `{{routes}}` by a regular expression matching exactly the ids of the
+revision's routes (every route it ever had, as an alternation `id1|id2|…`, each id with RE2's metacharacters
+escaped) — HAProxy names its servers after route ids, so `server=~"{{routes}}"` selects the revision's servers in
+its exporter's series. All are written in one pass over the query as written (a substituted value is never scanned
 again), and how each is written depends on where it stands:
 
 - inside a "double-quoted" or 'single-quoted' PromQL string: escaped — every backslash, double quote, single quote and
@@ -16,8 +19,10 @@ again), and how each is written depends on where it stands:
   `vector({{revision}})` works. An unquoted value can therefore never be read as a metric name or an operator.
 
 Any other `{{name}}` is an error, so that a typo is not silently a query for nothing; so is a value that is not valid
-Unicode text (a lone surrogate has no UTF-8 form to send). Values are escaped as strings, not as regular expressions:
-match them with `=`, since under `=~` a name's `.` or `+` would be regex syntax (never PromQL).
+Unicode text (a lone surrogate has no UTF-8 form to send), and so is `{{routes}}` for a revision without routes (it
+would match nothing, or under `!~` everything). Values are escaped as strings, not as regular expressions: match them
+with `=`, since under `=~` a name's `.` or `+` would be regex syntax (never PromQL) — except `{{routes}}`, a regular
+expression made to be matched with `=~`.
 
 Answers. A scalar, or an instant vector of exactly one series, gives its value. NaN or ±Inf, no series, several
 series, a range vector, a string, a refusal by Prometheus, an answer that is not Prometheus JSON, an unreachable
@@ -29,7 +34,8 @@ import asyncio
 import math
 import re
 import unicodedata
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -37,12 +43,17 @@ import orjson
 
 from scheduler.providers import Reading, Target
 
+if TYPE_CHECKING:
+    from databases import Database
+
 TIMEOUT_SECONDS = 5.0
 MAX_BYTES = 1 << 20
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 QUOTES = "\"'`"
 COMMENT = "#"
 PROMETHEUS_TEXT_LIMIT = 300  # of Prometheus' own error message, quoted in ours
+ROUTES = "{{routes}}"
+RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
 
 class QueryError(ValueError):
@@ -54,13 +65,21 @@ def escape(value: str) -> str:
     return "".join(f"\\u{ord(c):04x}" if c in "\\\"'" or unicodedata.category(c) == "Cc" else c for c in value)
 
 
-def render(query: str, target: Target) -> str:
-    """`query` with its placeholders written for `target` (the rules are in this module's docstring)."""
+def alternation(ids: Sequence[str]) -> str:
+    """A regular expression (RE2, anchored by PromQL) matching exactly the strings of `ids`."""
+    return "|".join("".join("\\" + c if c in RE2_SPECIAL else c for c in i) for i in ids)
+
+
+def render(query: str, target: Target, route_ids: Sequence[str] | None = None) -> str:
+    """`query` with its placeholders written for `target` (the rules are in this module's docstring); `route_ids`:
+    the revision's, needed only when the query has `{{routes}}`."""
     values = {
         "deployment": target.deployment_name,
         "revision": str(target.revision_number),
         "project": target.project_id,
     }
+    if route_ids is not None:
+        values["routes"] = alternation(route_ids)
     written: list[str] = []
     context = ""  # where the scan stands: "" (expression), a quote character (in a string) or "#" (in a comment)
     i = 0
@@ -87,8 +106,10 @@ def render(query: str, target: Target) -> str:
 
 
 def _write(name: str, values: dict[str, str], context: str) -> str:
+    if name == "routes" and name not in values:
+        raise QueryError("{{routes}} needs the revision's route ids, which were not read")
     if name not in values:
-        known = ", ".join(f"{{{{{known}}}}}" for known in values)
+        known = ", ".join(f"{{{{{known}}}}}" for known in (*values, "routes"))
         raise QueryError(f"unknown placeholder {{{{{name}}}}} in the query (known: {known})")
     value = values[name]
     if context == "`":
@@ -143,16 +164,24 @@ async def measure(
     *,
     timeout_seconds: float = TIMEOUT_SECONDS,
     max_bytes: int = MAX_BYTES,
+    db: "Database | None" = None,
 ) -> Reading:
     """The value of `query` for `target` at Prometheus `base_url` now, or why there is none. Never raises for what the
-    server answers or fails to answer."""
+    server answers or fails to answer. `db`: where the route ids of `{{routes}}` are read (only if the query has it)."""
     url = _query_url(base_url)
     if isinstance(url, Reading):
         return url
     if not query.strip():
         return Reading.error("the PromQL query is empty")
+    route_ids = None
+    if ROUTES in query and db is not None:
+        from store.analysis import route_ids_of_revision  # the store only when a query needs it
+
+        route_ids = await route_ids_of_revision(db, target.revision_id)
+        if not route_ids:
+            return Reading.error(f"revision {target.revision_number} has no routes for {{{{routes}}}} to match")
     try:
-        promql = render(query, target)
+        promql = render(query, target, route_ids)
         promql.encode()
     except QueryError as exc:
         return Reading.error(str(exc))

@@ -54,7 +54,8 @@ CREATE INDEX webhook_deliveries_queue ON webhook_deliveries (webhook_id, deploym
 CREATE INDEX webhook_deliveries_of_webhook ON webhook_deliveries (webhook_id, seq);
 
 -- One delivery per live webhook of the deployment's project that wants this phase, in the history row's
--- transaction; schedulers are woken at commit (store.notifications.CHANNEL) so that delivery starts at once.
+-- transaction; schedulers are woken at commit (store.notifications.WEBHOOK_CHANNEL, which data planes do not
+-- listen to) so that delivery starts at once.
 CREATE FUNCTION enqueue_webhook_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     queued integer;
@@ -78,7 +79,7 @@ BEGIN
     WHERE d.id = NEW.deployment_id AND (cardinality(w.events) = 0 OR NEW.phase = ANY (w.events));
     GET DIAGNOSTICS queued = ROW_COUNT;
     IF queued > 0 THEN
-        PERFORM pg_notify('switchover_deployments', NEW.deployment_id::text);
+        PERFORM pg_notify('switchover_webhooks', NEW.deployment_id::text);
     END IF;
     RETURN NULL;
 END
