@@ -31,7 +31,7 @@ lint: $(BIN)/switchover
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# On demand, not in CI: writes bench/RESULTS.md (about 5 minutes; see bench/README.md).
+# On demand, not in CI: writes bench/RESULTS.md (about 25 minutes; see bench/README.md).
 bench: $(BIN)/switchover
 	bench/run.sh
 

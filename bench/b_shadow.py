@@ -1,6 +1,11 @@
 """§9 Shadow traffic: what mirroring every request costs the caller, and what a green that never answers costs the
 proxy's memory.
 
+Measured twice, with the demo model answering at once (`instant`: its answer takes about 0.2 ms, so the proxy's own
+work is most of the caller's latency and the ratio is one of proxy CPU, a copy's included) and with blue and green
+both taking `REALISTIC_MODEL_SECONDS` to answer (`realistic`: REPLICA_ANSWER_DELAY_SECONDS, a model-serving endpoint's
+order of magnitude). The targets are judged on `realistic` (JUDGED_ON; see bench/RESULTS.md) and both are reported.
+
 Three deployments share one blue replica process: `off` (no shadow spec), `same` (shadow 100 % to a green replica
 process that answers as fast as blue, and the same answer) and `never` (shadow 100 % to a green that accepts the
 connection and never replies, bench/silent_green.py). Each has a `switchover proxy` process of its own, started as
@@ -11,6 +16,7 @@ load generator process (bench/shadow_client.py) sends requests one at a time, to
 """
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -40,10 +46,14 @@ SHADOW_ENV = {  # given to every proxy: the figures are those of the defaults, w
     "SWITCHOVER_SHADOW_MAX_IN_FLIGHT": str(DEFAULTS.shadow_max_in_flight),
 }
 TARGETS = {"same_median": 1.1, "same_p99": 1.3, "never_p99": 1.1}
+REALISTIC_MODEL_SECONDS = 0.005
+MODELS = {"instant": 0.0, "realistic": REALISTIC_MODEL_SECONDS}  # each replica's REPLICA_ANSWER_DELAY_SECONDS
+JUDGED_ON = "realistic"
 
 
-def start_replica(route_id: str, revision: int) -> tuple[subprocess.Popen[bytes], str]:
-    """The demo replica (switchover/replica.py) on a socket of ours, as the process runtime starts it."""
+def start_replica(route_id: str, revision: int, delay: float = 0.0) -> tuple[subprocess.Popen[bytes], str]:
+    """The demo replica (switchover/replica.py) on a socket of ours, as the process runtime starts it, answering a
+    POST after `delay` seconds."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
@@ -54,6 +64,7 @@ def start_replica(route_id: str, revision: int) -> tuple[subprocess.Popen[bytes]
             [sys.executable, "-m", "switchover.replica", "--fd", str(sock.fileno()), "--route", route_id,
              "--image", f"registry.local/model:{revision}", "--revision", str(revision)],
             pass_fds=[sock.fileno()], cwd=common.ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "REPLICA_ANSWER_DELAY_SECONDS": str(delay)},
         )  # fmt: skip
     sock.close()
     return replica, f"http://127.0.0.1:{port}"
@@ -160,8 +171,6 @@ async def run(sampler: common.RssSampler, options: Any) -> dict[str, Any]:
     url = await common.create_database("shadow")
     db = open_database(url, max_size=4)
     await db.connect()
-    processes: list[subprocess.Popen[bytes]] = []
-    proxies: dict[str, common.Process] = {}
     silent: common.Process | None = None
     try:
         spec = ShadowSpec(ignore_fields=IDENTITY)
@@ -171,14 +180,34 @@ async def run(sampler: common.RssSampler, options: Any) -> dict[str, Any]:
         ]
         # shadow-0 is `off`, shadow-1 `same`, shadow-2 `never`: revision 1 serving, revision 2 awaiting promotion.
         ids = await fleet.rollout(db, len(VARIANTS), replicas=1, strategies=strategies, prefix="shadow")
-        blue, blue_url = start_replica("blue", 1)
-        green, green_url = start_replica("green", 2)
-        processes += [blue, green]
         silent_port = common.free_port()
         silent = common.start("shadow-silent-green", ["-m", "bench.silent_green", str(silent_port)], {},
                               port=silent_port)  # fmt: skip
         wait_listening(silent_port)
-        greens = {"off": green_url, "same": green_url, "never": f"http://127.0.0.1:{silent_port}"}
+        models = {}
+        for model, delay in MODELS.items():
+            models[model] = await measure(sampler, options, db, url, ids, delay, f"http://127.0.0.1:{silent_port}")
+            models[model]["model_seconds"] = delay
+        return {"models": models, "judged_on": JUDGED_ON, "seconds": options.shadow_seconds,
+                "block_seconds": BLOCK_SECONDS, "targets": TARGETS, "rss_limit_mib": RSS_LIMIT_MIB}  # fmt: skip
+    finally:
+        if silent is not None:
+            silent.stop()
+        await db.disconnect()
+        await common.drop_database(url)
+
+
+async def measure(
+    sampler: common.RssSampler, options: Any, db: Any, url: str, ids: list[str], delay: float, silent_url: str
+) -> dict[str, Any]:
+    """One measurement: blue and green replica processes answering after `delay` s, a proxy per variant."""
+    processes: list[subprocess.Popen[bytes]] = []
+    proxies: dict[str, common.Process] = {}
+    try:
+        blue, blue_url = start_replica("blue", 1, delay)
+        green, green_url = start_replica("green", 2, delay)
+        processes += [blue, green]
+        greens = {"off": green_url, "same": green_url, "never": silent_url}
         deployments = await reads.deployments_by_ids(db, ids)
         routes = await reads.routes_of_deployments(db, ids)
         for variant, deployment in zip(VARIANTS, ids, strict=True):
@@ -220,7 +249,7 @@ async def run(sampler: common.RssSampler, options: Any) -> dict[str, Any]:
         shadow = {v: {k: after[v].get(k, 0) - before[v].get(k, 0) for k in after[v]} for v in PROXIES}
         assert shadow["off"] == shadow["control"] == {}, shadow  # nothing mirrored without a shadow spec
         assert shadow["same"].get("disagreed", 0) == 0, shadow  # the same model agrees
-        results = {
+        return {
             "seconds": options.shadow_seconds,
             "blocks": load["blocks"],
             "block_seconds": BLOCK_SECONDS,
@@ -247,15 +276,10 @@ async def run(sampler: common.RssSampler, options: Any) -> dict[str, Any]:
             # What one caller's request costs the proxy, mirroring included: the reason behind the latency ratios.
             "cpu_ms_per_request": {v: 1000 * cpu[v] / requests[v] for v in PROXIES},
         }
-        return results
     finally:
         for variant, process in proxies.items():
             sampler.unwatch(f"proxy-{variant}")
             process.stop()
-        if silent is not None:
-            silent.stop()
         for replica in processes:
             replica.terminate()
             replica.wait(timeout=10)
-        await db.disconnect()
-        await common.drop_database(url)

@@ -3,7 +3,9 @@
 CONFIG: host, port, concurrency, warmup and duration (seconds), and `requests`: a weighted mix of request kinds,
 each with variants ({method, path, body}) picked at random. Each of `concurrency` clients keeps one connection and
 sends its next request when the last is answered (closed loop). Only requests that complete inside the measuring
-window (after the warm-up) count.
+window (after the warm-up) count. With `start_at` (a `time.time()`), the window starts then instead of `warmup`
+seconds after this process started: several generator processes then measure the same window (the warm-up is from
+their start to it; `warmup_seconds` in the result says how long it was).
 """
 
 import asyncio
@@ -58,6 +60,8 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     }
     began = time.perf_counter()
     start = began + config["warmup"]
+    if "start_at" in config:
+        start = began + (config["start_at"] - time.time())
     stop = start + config["duration"]
     cpu_before = time.process_time()
     await asyncio.gather(*(client(config, start, stop, seed, out) for seed in range(config["concurrency"])))
@@ -72,6 +76,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         "all_latency_ms": summary([x for v in out["latency"].values() for x in v]) if total else {},
         "loadgen_cpu_seconds": time.process_time() - cpu_before,
         "wall_seconds": time.perf_counter() - began,
+        "warmup_seconds": start - began,
     }
 
 

@@ -29,7 +29,11 @@ streams to the caller up to max(`shadow_max_body`, 64 KiB), and green's is read 
 (switchover/shadow_compare.py) and counted as agreed, disagreed or a green error (no answer within
 `shadow_timeout`, or a 5xx); a green answer larger than the limit counts as disagreed (blue's was not). Requests not
 mirrored although picked are counted by reason (body_too_large, answer_too_large, too_many_in_flight). Copies use a
-connection pool of their own, so a green that never answers cannot take blue's connections.
+connection pool of their own (switchover/mirror_client.py: a lean HTTP/1.1 client, as a copy's cost lands on the
+callers' event loop), so a green that never answers cannot take blue's connections. A copy runs on the same
+event loop as the callers' requests, behind them: it starts once blue's answer was sent, and each of its steps
+(sending it, comparing green's answer) waits until no forward has work for the loop, i.e. every request in flight
+is waiting for its replica or its caller (`Forwarder.busy`), for at most SHADOW_PATIENCE.
 """
 
 import asyncio
@@ -38,7 +42,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -58,6 +62,7 @@ from starlette.types import Message, Receive, Scope, Send
 from store import notifications, replicas, traffic
 from store.models import ShadowSpec
 from switchover import tracing
+from switchover.mirror_client import MirrorClient
 from switchover.proxy_headers import end_to_end, forwarded, value_of
 from switchover.shadow_compare import Answer, Comparer
 from switchover.traffic_counts import TrafficCounts
@@ -83,6 +88,9 @@ NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # another route when the request can be sent again whole (no body, or a small one read first), as HAProxy's
 # `retry-on empty-response` does.
 EMPTY_ANSWER = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+# How long a shadow copy's next step waits for a moment when no caller's request has work for the event loop, before
+# it goes anyway (a proxy that is never idle still mirrors; copies waiting hold their place in `shadow_max_in_flight`).
+SHADOW_PATIENCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,7 @@ class Progress:
     """How far a request got: whether the caller was sent the answer's status (an error is then too late for a 5xx)."""
 
     responded: bool = False
+    working: bool = False  # counted in the forwarder's `busy`: it has work for the event loop now
 
 
 @dataclass
@@ -225,8 +234,14 @@ class Forwarder:
         # Requests picked for mirroring whose copy is not yet in flight: their body (and soon blue's answer) is held
         # in memory, so they take a place within `shadow_max_in_flight` from the moment they are picked.
         self.picked = 0
+        # Forwards that have work for the event loop now: not waiting for a replica (to answer, or to send the next
+        # chunk) or for a slow caller. A copy's steps wait until there is none (`behind_callers`).
+        self.busy = 0
+        self.quiet = asyncio.Event()
+        self.quiet.set()
         self.session: aiohttp.ClientSession | None = None
         self.mirror_session: aiohttp.ClientSession | None = None
+        self.mirror_client: MirrorClient | None = None
 
     async def start(self) -> None:
         t = self.timeouts
@@ -247,11 +262,15 @@ class Forwarder:
             skip_auto_headers=NO_AUTO_HEADERS,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        self.mirror_client = MirrorClient(connect=t.connect, total=self.shadow_timeout, limit=self.shadow_max_answer,
+                                          keepalive=t.keepalive)  # fmt: skip
 
     async def stop(self) -> None:
         for task in list(self.mirrors):  # copies still in flight end as green errors, counted before the last flush
             task.cancel()
         await asyncio.gather(*self.mirrors, return_exceptions=True)
+        if self.mirror_client is not None:
+            self.mirror_client.close()
         for session in (self.session, self.mirror_session):
             if session is not None:
                 await session.close()
@@ -262,14 +281,43 @@ class Forwarder:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, name: str, rest: bytes) -> None:
         held: list[Shadowing] = []  # the place a request picked for mirroring holds is given back however it ends
+        progress = Progress()
+        self.working(progress, True)
         try:
-            await self._forward(scope, receive, send, name, rest, held)
+            await self._forward(scope, receive, send, name, rest, held, progress)
         finally:
+            self.working(progress, False)
             for shadowing in held:
                 self.release(shadowing)
 
+    def working(self, progress: Progress, now: bool) -> None:
+        """Count a forward in `busy` (it has work for the event loop) or out of it (it waits for I/O)."""
+        if progress.working is not now:
+            progress.working = now
+            self.busy += 1 if now else -1
+            if self.busy:
+                self.quiet.clear()
+            else:
+                self.quiet.set()
+
+    @contextlib.contextmanager
+    def waiting(self, progress: Progress) -> Iterator[None]:
+        """Around an await on a replica or a slow caller: the forward has nothing for the event loop meanwhile."""
+        self.working(progress, False)
+        try:
+            yield
+        finally:
+            self.working(progress, True)
+
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, name: str, rest: bytes, held: list[Shadowing]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        rest: bytes,
+        held: list[Shadowing],
+        progress: Progress,
     ) -> None:
         started = time.perf_counter()
         headers = end_to_end(scope["headers"], also=NOT_FORWARDED)
@@ -305,7 +353,6 @@ class Forwarder:
         tried: set[str] = set()
         destination: replicas.Destination | None = None
         answer: aiohttp.ClientResponse | None = None
-        progress = Progress()
         try:
             async with asyncio.timeout(None) as deadline:
                 for _ in range(self.attempts):
@@ -319,9 +366,10 @@ class Forwarder:
                     deadline.reschedule(loop.time() + self.timeouts.connect + self.timeouts.first_byte)
                     try:
                         assert self.session is not None
-                        answer = await self.session.request(scope["method"], url, data=data, headers=outgoing,
-                                                            allow_redirects=False, trace_request_ctx=Clock(
-                                                                deadline, self.timeouts.first_byte))  # fmt: skip
+                        with self.waiting(progress):
+                            answer = await self.session.request(scope["method"], url, data=data, headers=outgoing,
+                                                                allow_redirects=False, trace_request_ctx=Clock(
+                                                                    deadline, self.timeouts.first_byte))  # fmt: skip
                         break
                     except NOT_CONNECTED as exc:
                         if body is not None and body.started:  # cannot happen before connecting; never resend half
@@ -408,7 +456,8 @@ class Forwarder:
         try:
             if length is not None and length <= SMALL_ANSWER:
                 deadline.reschedule(loop.time() + self.timeouts.idle)
-                whole = await answer.read()
+                with self.waiting(progress):
+                    whole = await answer.read()
                 deadline.reschedule(None)
                 progress.responded = True
                 await send(start)
@@ -423,7 +472,8 @@ class Forwarder:
                 try:
                     while True:
                         deadline.reschedule(loop.time() + self.timeouts.idle)
-                        chunk = await answer.content.readany()
+                        with self.waiting(progress):
+                            chunk = await answer.content.readany()
                         deadline.reschedule(None)
                         if not chunk:
                             break
@@ -432,7 +482,8 @@ class Forwarder:
                             kept.append(chunk)
                             if size > self.shadow_max_answer:  # not compared: stop keeping it
                                 kept = None
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        with self.waiting(progress):  # a caller slower than the replica holds this up
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except asyncio.CancelledError:
                     if not watch.gone:
                         raise
@@ -500,28 +551,52 @@ class Forwarder:
         self.release(shadowing)  # its place passes to the copy's task, counted in `mirrors`
         if green.revision_id == blue.revision_id:
             return
-        copy = Copy(scope["method"], target.decode("latin-1"), shadowing.body, CIMultiDict(headers))
-        copy.headers[SHADOW_HEADER] = "1"
+        headers[SHADOW_HEADER] = "1"  # blue's request was sent (the client library copied its headers): reused
+        copy = Copy(scope["method"], target.decode("latin-1"), shadowing.body, headers)
         task = asyncio.get_running_loop().create_task(self.send_copy(name, green, shadowing.comparer, copy, answer))
         self.mirrors.add(task)
         task.add_done_callback(self.mirrors.discard)
 
+    async def behind_callers(self) -> None:
+        """Until no forward has work for the event loop (or `SHADOW_PATIENCE` has passed): a copy's next step (sending
+        it, comparing its answer) never goes ahead of a caller's request. Two turns of the loop first, so that a
+        request that has just arrived is read and its forwarding begun (counted in `busy`) before this looks."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + SHADOW_PATIENCE
+        while True:
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            if not self.busy or loop.time() >= until:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until):
+                    await self.quiet.wait()
+
+    async def mirror_with_aiohttp(self, green: replicas.Destination, copy: "Copy") -> tuple[int, bytes]:
+        assert self.mirror_session is not None
+        url = yarl.URL(green.endpoint_url.rstrip("/") + copy.target, encoded=True)
+        async with self.mirror_session.request(copy.method, url, data=copy.body, headers=copy.headers,
+                                               allow_redirects=False) as response:  # fmt: skip
+            limit = self.shadow_max_answer
+            body = await response.content.read(limit + 1)
+            while len(body) <= limit and not response.content.at_eof():
+                more = await response.content.read(limit + 1 - len(body))
+                if not more:
+                    break
+                body += more
+            return response.status, body
+
     async def send_copy(self, name: str, green: replicas.Destination, comparer: Comparer, copy: "Copy",
                         blue: Answer) -> None:  # fmt: skip
         """Send the copy, compare, count: exactly one of agreed, disagreed, green_error (cancelled: a green error)."""
-        assert self.mirror_session is not None
-        url = yarl.URL(green.endpoint_url.rstrip("/") + copy.target, encoded=True)
+        assert self.mirror_session is not None and self.mirror_client is not None
         try:
-            async with self.mirror_session.request(copy.method, url, data=copy.body, headers=copy.headers,
-                                                   allow_redirects=False) as response:  # fmt: skip
-                status = response.status
-                limit = self.shadow_max_answer
-                body = await response.content.read(limit + 1)
-                while len(body) <= limit and not response.content.at_eof():
-                    more = await response.content.read(limit + 1 - len(body))
-                    if not more:
-                        break
-                    body += more
+            await self.behind_callers()
+            if copy.method != "HEAD" and self.mirror_client.supports(green.endpoint_url):
+                status, body = await self.mirror_client.request(green.endpoint_url, copy.method, copy.target,
+                                                                copy.headers.items(), copy.body)  # fmt: skip
+            else:  # TLS, or an answer without a body whatever its headers say: the general client
+                status, body = await self.mirror_with_aiohttp(green, copy)
         except asyncio.CancelledError:
             self.counts.shadow(name, green, "green_error")
             raise
@@ -532,6 +607,11 @@ class Forwarder:
         if status >= 500:
             self.counts.shadow(name, green, "green_error")
             return
+        try:
+            await self.behind_callers()
+        except asyncio.CancelledError:
+            self.counts.shadow(name, green, "green_error")
+            raise
         green_answer = Answer(status, body)
         if len(body) <= self.shadow_max_answer and comparer.compare(blue, green_answer).agreed:
             self.counts.shadow(name, green, "agreed")

@@ -11,11 +11,11 @@ not a disagreement.
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jsonpath_ng
+from jsonpath_ng.jsonpath import Child, Fields, Root
 
 from store.models import ShadowCompare, ShadowSpec
 
@@ -36,11 +36,15 @@ AGREED = Comparison(True, "")
 
 
 class Comparer:
-    """One shadow spec, its JSONPath expressions parsed once."""
+    """One shadow spec, its JSONPath expressions parsed once. Paths that only name object members from the root
+    (`$.a`, `$.a.b`, `$["a b"]`: most `ignoreFields`) are removed by a plain walk of dicts, with the same effect as
+    jsonpath_ng's filter (which costs tens of microseconds per path, on the proxy's event loop); others go through
+    jsonpath_ng."""
 
     def __init__(self, spec: ShadowSpec) -> None:
         self.spec = spec
         self.ignored: list[Any] = [jsonpath_ng.parse(path) for path in spec.ignore_fields]
+        self.members: list[tuple[str, ...] | None] = [member_path(expression) for expression in self.ignored]
 
     def compare(self, blue: Answer, green: Answer) -> Comparison:
         if blue.status != green.status:
@@ -53,15 +57,35 @@ class Comparer:
                 parsed.append(json.loads(answer.body))
             except ValueError as exc:  # UnicodeDecodeError included
                 return Comparison(False, f"{side}'s answer is not JSON ({exc})"[:200])
-        left, right = (strip(value, self.ignored) for value in parsed)
+        left, right = (self.strip(value) for value in parsed)
         difference = differ(left, right, self.spec.tolerance, "$")
         return AGREED if difference is None else Comparison(False, difference)
 
+    def strip(self, value: Any) -> Any:
+        """`value` without the ignored paths (changed in place, as jsonpath_ng's filter does)."""
+        for expression, members in zip(self.ignored, self.members, strict=True):
+            if members is None:
+                value = expression.filter(lambda _: True, value)
+                continue
+            node = value
+            for key in members[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(members[-1], None)
+        return value
 
-def strip(value: Any, ignored: Sequence[Any]) -> Any:
-    for expression in ignored:
-        value = expression.filter(lambda _: True, value)
-    return value
+
+def member_path(expression: Any) -> tuple[str, ...] | None:
+    """The member names of a path made only of single, non-wildcard names from the root (`$.a.b` → ("a", "b")), or
+    None."""
+    names: list[str] = []
+    while isinstance(expression, Child) and isinstance(expression.right, Fields):
+        fields = expression.right.fields
+        if len(fields) != 1 or fields[0] == "*":
+            return None
+        names.append(fields[0])
+        expression = expression.left
+    return tuple(reversed(names)) if names and isinstance(expression, Root) else None
 
 
 def numbers_agree(a: float, b: float, tolerance: float) -> bool:

@@ -1,5 +1,5 @@
 """Data planes under test, all with one interface (`Plane.url_for(name)`: the base URL to which `/{rest}` is
-appended), and the load generator that drives them."""
+appended; `Plane.log`: the log of the process that reads the database), and the load generator that drives them."""
 
 import asyncio
 import contextlib
@@ -24,6 +24,11 @@ RATE = 250  # requests per second the load offers by default; tests ask for at l
 
 class Plane(Protocol):
     def url_for(self, name: str) -> str: ...
+
+    @property
+    def log(self) -> Path:
+        """The log of the process that reads the database (and LISTENs)."""
+        ...
 
 
 def free_port() -> int:

@@ -134,6 +134,13 @@ class Haproxy:
         self.stop()
         await self.start()
 
+    async def stats(self, backend: str) -> dict[str, dict[str, str]]:
+        """`show stat` of `backend`: its servers' rows (and BACKEND's), by name, each by column."""
+        header, *rows = [line.split(",") for line in (await self.api.ask("show stat")).splitlines() if line]
+        columns = [c.removeprefix("# ") for c in header]
+        table = [dict(zip(columns, row, strict=False)) for row in rows]
+        return {row["svname"]: row for row in table if row["pxname"] == backend}
+
     def log_tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-15:]) if self.log.exists() else ""
 
@@ -159,7 +166,7 @@ class Plane:
 
     haproxy: Haproxy
     follower: subprocess.Popen[bytes]
-    follower_log: Path
+    log: Path  # switchover haproxy's: the process that LISTENs
 
     def url_for(self, name: str) -> str:
         return f"{self.haproxy.url}/{name}"

@@ -16,7 +16,7 @@ import pytest
 from store import rollouts
 from store.database import migrate, open_database
 from store.models import CanaryStep, IntOrPercent
-from tests.dataplanes import BuiltinPlane, Load, Plane, builtin_proxy, load
+from tests.dataplanes import Load, Plane, builtin_proxy, load
 from tests.private_postgres import PrivatePostgres
 from tests.runtime_helpers import Machine
 from tests.scenario import Scenario, blue_green, canary, rolling
@@ -150,11 +150,21 @@ async def test_a_replica_killed_under_load_fails_no_request_while_its_revision_h
 # --- the data plane outlives its database ----------------------------------------------------------------------
 
 
+def builtin_on_notify_only(database_url: str, names: list[str]) -> AbstractAsyncContextManager[Plane]:
+    return builtin_proxy(database_url, env={"SWITCHOVER_PROXY_REFRESH_SECONDS": "3600"})
+
+
+def haproxy_on_notify_only(database_url: str, names: list[str]) -> AbstractAsyncContextManager[Plane]:
+    from tests.haproxy_helpers import haproxy_plane
+
+    return haproxy_plane(database_url, names, resync_seconds=3600)
+
+
 async def until_logged(plane: Plane, text: str, *, within: float = 15) -> None:
-    assert isinstance(plane, BuiltinPlane)
+    log = plane.log
     deadline = time.monotonic() + within
-    while text not in plane.log.read_text():
-        assert time.monotonic() < deadline, f"{text!r} not logged: {plane.log.read_text()[-2000:]}"
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{text!r} not logged: {log.read_text(errors='replace')[-2000:]}"
         await asyncio.sleep(0.05)
 
 
@@ -170,7 +180,27 @@ async def committed(step: Callable[[], Awaitable[object]], *, within: float = 15
             await asyncio.sleep(0.05)
 
 
-async def test_the_proxy_serves_through_a_database_outage_and_follows_a_change_by_notify_once_it_is_back() -> None:
+async def redispatched(plane: Plane, name: str) -> int | None:
+    """How many requests HAProxy moved to another server after their connection failed (its backend's `wredis`);
+    None for the built-in proxy, which counts no such thing."""
+    from tests.haproxy_helpers import Plane as HaproxyPlane
+
+    if not isinstance(plane, HaproxyPlane):
+        return None
+    return int((await plane.haproxy.stats(name))["BACKEND"]["wredis"])
+
+
+# No periodic re-read on either plane: only NOTIFY can bring the change made after the outage within a second.
+NOTIFY_ONLY = [
+    pytest.param(builtin_on_notify_only, id="builtin"),
+    pytest.param(haproxy_on_notify_only, id="haproxy", marks=PLANES[1].marks),
+]
+
+
+@pytest.mark.parametrize("open_plane", NOTIFY_ONLY)
+async def test_the_data_plane_serves_through_a_database_outage_and_follows_a_change_by_notify_once_it_is_back(
+    open_plane: OpenPlane,
+) -> None:
     pg = await asyncio.to_thread(PrivatePostgres)
     try:
         await asyncio.to_thread(pg.start)
@@ -185,9 +215,7 @@ async def test_the_proxy_serves_through_a_database_outage_and_follows_a_change_b
             await scenario.deploy()
             await machine.until_state("DEPLOYING/DEPLOYING_AWAITING_PROMOTION")
             victim = await replica_pid(scenario, 1)
-            # No periodic re-read: only NOTIFY can bring the change made after the outage within a second.
-            proxy = builtin_proxy(pg.url, env={"SWITCHOVER_PROXY_REFRESH_SECONDS": "3600"})
-            async with proxy as plane, load(predict(plane, name)) as traffic:
+            async with open_plane(pg.url, [name]) as plane, load(predict(plane, name)) as traffic:
                 await traffic.until_answered(1, 200)
                 await asyncio.to_thread(pg.stop)
                 outage = time.monotonic()
@@ -196,6 +224,8 @@ async def test_the_proxy_serves_through_a_database_outage_and_follows_a_change_b
                 os.kill(victim, signal.SIGKILL)  # in the middle of the outage: nobody can mark it unhealthy
                 while time.monotonic() - outage < 10:
                     await traffic.until_answered(1, 100)
+                # HAProxy still picked the dead server (nobody could mark it down) and sent those requests elsewhere
+                assert await redispatched(plane, name) != 0
                 await asyncio.to_thread(pg.start)
                 await until_logged(plane, "LISTEN connection re-established")
 
@@ -206,7 +236,7 @@ async def test_the_proxy_serves_through_a_database_outage_and_follows_a_change_b
                 await traffic.until_answered(2, 200)
 
             no_failures(traffic)
-            assert followed < 1.0, f"the promotion reached the proxy {followed:.2f} s after its commit"
+            assert followed < 1.0, f"the promotion reached the data plane {followed:.2f} s after its commit"
         finally:
             machine.runtime.stop_all_started_here()
             await machine.checker.aclose()
