@@ -172,11 +172,17 @@ scrape_configs: [{{job_name: haproxy, static_configs: [{{targets: ["127.0.0.1:{s
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
-    def answers_counted(self) -> int:
-        """The answers HAProxy gave for the demo deployment, as its exporter counts them."""
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+    def answers_counted(self, expected: int) -> int:
+        """The answers HAProxy gave for the demo deployment, as its exporter counts them. HAProxy counts an answer
+        when its stream ends, which can be just after the caller has it: read until `expected` or 2 s passed."""
         pattern = rf'^haproxy_backend_http_responses_total\{{proxy="{re.escape(DEPLOYMENT)}",code="[^"]+"\}} (\S+)$'
-        return int(sum(float(n) for n in re.findall(pattern, text, re.M)))
+        deadline = time.monotonic() + 2
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+            counted = int(sum(float(n) for n in re.findall(pattern, text, re.M)))
+            if counted >= expected or time.monotonic() > deadline:
+                return counted
+            time.sleep(0.05)
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -299,7 +305,7 @@ class Demo:
         self.shadow_stats: dict[str, Any] | None = None  # the last `shadowStats` seen while revision 4 deployed
         self.dataplane = HAPROXY if services.plane is not None else BUILTIN
         self.through = "HAProxy" if services.plane is not None else "the proxy"
-        self.sent_through_plane = 0  # requests the demo sent to the data plane (HAProxy or the built-in proxy)
+        self.sent_through_plane = 0  # answers the demo had from the data plane (HAProxy or the built-in proxy)
 
     async def gql(self, query: str, **variables: Any) -> dict[str, Any]:
         response = await self.http.post(f"{self.services.api}/graphql", json={"query": query, "variables": variables})
@@ -364,8 +370,8 @@ class Demo:
     async def predict(self, body: bytes = b"great!", *, through: str | None = None) -> str:
         try:
             url = f"{through or self.services.traffic}/{DEPLOYMENT}/v1/predict"
-            self.sent_through_plane += through is None
             response = await self.http.post(url, content=body)
+            self.sent_through_plane += through is None  # answered: a request cut short by a stop may go uncounted
         except httpx.HTTPError as exc:
             return f"failed ({type(exc).__name__})"
         if response.status_code != 200:
@@ -661,8 +667,9 @@ async def show(demo: Demo, args: argparse.Namespace) -> int:
           f"{unseen} otherwise")  # fmt: skip
     plane = demo.services.plane
     if plane is not None:  # the data plane's own count: the requests did go through HAProxy
-        print(f"    HAProxy answered {plane.answers_counted()} requests for {DEPLOYMENT} (its exporter's count); the "
-              f"demo sent {demo.sent_through_plane} through it")  # fmt: skip
+        counted = plane.answers_counted(demo.sent_through_plane)
+        print(f"    HAProxy answered {counted} requests for {DEPLOYMENT} (its exporter's count); the demo had "
+              f"{demo.sent_through_plane} answers through it")  # fmt: skip
     if failed or unseen:
         return 1
     if not args.exit:

@@ -172,9 +172,10 @@ def test_dataplane_haproxy_runs_the_story_through_a_real_haproxy_and_its_metrics
         assert "REVERTED to revision 2 by itself" in out and " 0 failed during the promotions" in out
         # Shadow traffic: through the built-in proxy, which says so
         assert "this chapter's requests go through switchover proxy" in out and "revision 4 was ROLLED BACK" in out
-        # Every request the demo sent to the data plane, HAProxy answered
-        [(answered, sent)] = re.findall(r"HAProxy answered (\d+) requests for sentiment-demo .* sent (\d+)", out)
-        assert int(answered) == int(sent) > 100
+        # Every answer the demo had from the data plane, HAProxy gave (and at most the few the demo's stops cut short
+        # besides: HAProxy may still have answered those)
+        [(answered, had)] = re.findall(r"HAProxy answered (\d+) requests for sentiment-demo .* had (\d+) answers", out)
+        assert int(had) > 100 and 0 <= int(answered) - int(had) <= 8
         assert started_by(marker) == [] and not Path(directory).exists()
     finally:
         kill_all(marker)
