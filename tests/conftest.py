@@ -15,6 +15,7 @@ import pytest
 from store.database import migrate, open_database
 from switchover.app import create_app
 from switchover.settings import Settings
+from tests.tokens import SECRET
 
 # The machine's PostgreSQL; tests create and drop their own databases on it.
 SERVER_URL = os.environ.get("SWITCHOVER_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -99,6 +100,14 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def client(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
+        yield c
+
+
+@pytest.fixture
+async def secure(db: Any, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app checking JWTs signed with tests/tokens.py's SECRET (modules with other limits define their own)."""
+    app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
         yield c
 

@@ -25,6 +25,18 @@ def error_code(body: dict[str, Any]) -> str:
     return body["errors"][0]["extensions"]["code"]
 
 
+async def post(client: httpx.AsyncClient, query: str, headers: dict[str, str] | None = None, **variables: Any) -> Any:
+    """The whole response body, whatever its status (refusals included), with request `headers` (a bearer token)."""
+    response = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers or {})
+    return response.json()
+
+
+def refusal(body: dict[str, Any]) -> tuple[str, str]:
+    """The first error's code and message."""
+    assert body.get("errors"), body
+    return body["errors"][0]["extensions"]["code"], body["errors"][0]["message"]
+
+
 CREATE = """
 mutation Create($input: CreateDeploymentInput!) {
   createDeployment(input: $input) {

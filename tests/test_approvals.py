@@ -1,7 +1,6 @@
 """Approvals (SPEC §8): a promotion, by hand or automatic, waits for `requiredApprovals` distinct people; an
 approval is bound to the revision being deployed and to this rollout; approving twice counts once."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,13 +9,11 @@ import pytest
 from store import deployments, governance, reads, rollouts
 from store.errors import BadUserInput, InvalidState
 from store.models import CanaryStep, Pause, Strategy
-from switchover.app import create_app
-from switchover.settings import Settings
 from tests import test_operate
-from tests.graphql import data
+from tests.graphql import data, post, refusal
 from tests.scenario import Scenario, blue_green, canary
 from tests.state import snapshot
-from tests.tokens import SECRET, bearer
+from tests.tokens import bearer
 
 APPROVE = """
 mutation($d: ID!, $r: ID!, $c: String) {
@@ -34,25 +31,8 @@ query($d: ID!) {
 """
 
 
-@pytest.fixture
-async def secure(db: Any, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
-        yield c
-
-
-async def post(client: httpx.AsyncClient, query: str, headers: dict[str, str] | None = None, **variables: Any) -> Any:
-    response = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers or {})
-    return response.json()
-
-
-def refusal(body: dict[str, Any]) -> tuple[str, str]:
-    assert body.get("errors"), body
-    return body["errors"][0]["extensions"]["code"], body["errors"][0]["message"]
-
-
 async def approvals_table(db: Any) -> list[dict[str, Any]]:
-    # Test-only read: tests/state.py does not know the governance tables.
+    # Test-only read: approvals with their order, which a state snapshot does not keep.
     return [dict(row) for row in await db.fetch_all("SELECT * FROM approvals ORDER BY seq")]
 
 

@@ -2,7 +2,6 @@
 `FROZEN` and auto-promotion waits for its end, unless an admin breaks the glass for one operation (history says who
 and why); rollbacks and reverts are never frozen; only operators and admins of the project manage windows."""
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,11 +14,11 @@ from store.models import CanaryStep, Pause
 from switchover.app import create_app
 from switchover.settings import Settings
 from tests import test_dashboard, test_operate
-from tests.graphql import data
+from tests.graphql import data, post, refusal
 from tests.live_server import serving
 from tests.scenario import Scenario, blue_green, canary
 from tests.state import snapshot
-from tests.tokens import SECRET, bearer
+from tests.tokens import bearer
 
 CREATE = """
 mutation($p: ID!, $s: DateTime!, $e: DateTime!, $why: String!) {
@@ -50,23 +49,6 @@ query($r: [_Any!]!) { _entities(representations: $r) { ... on Project { freezeWi
 # Test-only SQL: moves freeze windows back in time, as scenario.shift_time does for a deployment's own timestamps.
 SHIFT_WINDOWS = """UPDATE freeze_windows SET starts_at = starts_at - make_interval(secs => :seconds),
                    ends_at = ends_at - make_interval(secs => :seconds)"""
-
-
-@pytest.fixture
-async def secure(db: Any, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
-        yield c
-
-
-async def post(client: httpx.AsyncClient, query: str, headers: dict[str, str] | None = None, **variables: Any) -> Any:
-    response = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers or {})
-    return response.json()
-
-
-def refusal(body: dict[str, Any]) -> tuple[str, str]:
-    assert body.get("errors"), body
-    return body["errors"][0]["extensions"]["code"], body["errors"][0]["message"]
 
 
 def ok(body: dict[str, Any]) -> dict[str, Any]:

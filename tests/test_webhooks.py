@@ -37,7 +37,7 @@ from tests.graphql import data, error_code, gql
 from tests.live_server import serving
 from tests.scenario import Scenario, blue_green
 from tests.state import snapshot
-from tests.tokens import SECRET, bearer
+from tests.tokens import bearer
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "a-webhook-secret-of-some-length"
@@ -470,13 +470,6 @@ async def test_a_loopback_webhook_url_is_refused_at_creation_when_the_setting_is
     assert error_code(body) == "BAD_USER_INPUT"
     assert body["errors"][0]["message"].startswith("url points at the loopback")
     assert await snapshot(db) == before
-
-
-@pytest.fixture
-async def secure(db: Any, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=database_url, jwt_secret=SECRET), db)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://switchover") as c:
-        yield c
 
 
 async def test_a_viewer_cannot_read_a_webhooks_url_or_deliveries_nor_manage_it(
